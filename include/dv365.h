@@ -208,8 +208,8 @@ DV365_API dv365_status dv365_pool_forward(const dv365_pooler *pooler, dv365_work
 typedef struct dv365_pool_grad dv365_pool_grad;
 DV365_API dv365_status dv365_pool_grad_create(const dv365_pooler *pooler, dv365_pool_grad **out);
 DV365_API void dv365_pool_grad_free(dv365_pool_grad *grad);
-/* Rows of table t touched by the last backward, in first-touch order; the
- * pointers stay valid until the next backward into grad. */
+/* Rows of table t touched by the last backward, distinct and in ascending
+ * order; the pointers stay valid until the next backward into grad. */
 DV365_API dv365_status dv365_pool_grad_table(const dv365_pool_grad *grad, size_t t,
                                              size_t *n_rows, const size_t **rows,
                                              const float **grad_rows);
@@ -221,7 +221,275 @@ DV365_API dv365_status dv365_pool_backward(const dv365_pooler *pooler, dv365_wor
                                            const dv365_timeline *tl, int64_t cutoff,
                                            const float *dX, dv365_pool_grad *grad);
 
+/* ------------------------------------------------------------------------ */
+/* Encoder: Funnel Transformer ‖ Linear Compression Encoder (docs/encoder.md) */
+/* ------------------------------------------------------------------------ */
+
+/* The user encoder: pooled slices X [N x D] -> the DV365 embedding U [K x D]
+ * (K = funnel tokens after the last block + k_lce; 58 x 256 by default).
+ * Its weights are read-only after creation: any number of threads may
+ * encode with one encoder, each with its own workspace.  The encoder copies
+ * what it needs from the config, which may be freed afterwards. */
+typedef struct dv365_encoder dv365_encoder;
+
+/* Seeded initialization (the same seed gives the same weights everywhere):
+ * weight matrices and encoder.pos N(0, init_std^2), layer-norm weights 1,
+ * all biases 0 (the exact draw order is in docs/encoder.md). */
+DV365_API dv365_status dv365_encoder_create(const dv365_config *cfg, uint64_t seed,
+                                            dv365_encoder **out);
+DV365_API void dv365_encoder_free(dv365_encoder *enc);
+/* K, the number of output tokens; 0 for NULL. */
+DV365_API size_t dv365_encoder_num_tokens(const dv365_encoder *enc);
+/* Number of float parameters (all encoder.* tensors); 0 for NULL. */
+DV365_API size_t dv365_encoder_num_params(const dv365_encoder *enc);
+/* Workspace bytes dv365_encode needs for a batch (reserve them up front to
+ * make the first call allocation-free); SIZE_MAX if the size overflows. */
+DV365_API size_t dv365_encode_workspace_size(const dv365_encoder *enc, size_t batch);
+/* X [batch, N, D] -> U [batch, K, D].  Users are packed into large GEMMs;
+ * nthreads (>= 1) threads work on the call.  U is bitwise identical for any
+ * nthreads.  Every value of X must be finite (DV365_E_NONFINITE names the
+ * first bad user, token and column).  No allocation once ws is large enough. */
+DV365_API dv365_status dv365_encode(const dv365_encoder *enc, dv365_workspace *ws,
+                                    size_t batch, const float *X, float *U, int nthreads);
+/* Weights as safetensors with the tensor names of docs/encoder.md (PyTorch
+ * state_dict style).  Load reads the encoder.* tensors for cfg's sizes and
+ * ignores other tensors in the file; a missing tensor (DV365_E_NOT_FOUND), a
+ * wrong dtype (DV365_E_FORMAT), shape (DV365_E_MISMATCH) or a non-finite
+ * value (DV365_E_NONFINITE) is an error naming the tensor.  Save writes the
+ * file atomically. */
+DV365_API dv365_status dv365_encoder_load(const dv365_config *cfg, const char *path,
+                                          dv365_encoder **out);
+DV365_API dv365_status dv365_encoder_save(const dv365_encoder *enc, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Model: config + pooling tables + encoder, saved as a directory            */
+/* ------------------------------------------------------------------------ */
+
+/* A model directory holds config.yaml and weights.safetensors (tensors
+ * "tables.<name>", "encoder.*"; docs/weights.md).  A model is read-only
+ * while it embeds: any number of threads may share one, each with its own
+ * workspace. */
+typedef struct dv365_model dv365_model;
+
+/* A fresh model: the config at config_path, tables and encoder initialized
+ * from seed (the pooler gets seed, the encoder seed + 1). */
+DV365_API dv365_status dv365_model_init(const char *config_path, uint64_t seed,
+                                        dv365_model **out);
+/* Load dir/config.yaml and dir/weights.safetensors.  Missing, misshapen or
+ * mistyped tensors -> DV365_E_NOT_FOUND / DV365_E_MISMATCH / DV365_E_FORMAT. */
+DV365_API dv365_status dv365_model_load(const char *dir, dv365_model **out);
+/* Create dir if needed and write both files atomically (each replaced
+ * whole or not at all). */
+DV365_API dv365_status dv365_model_save(const dv365_model *model, const char *dir);
+DV365_API void dv365_model_free(dv365_model *model);
+
+/* Borrowed parts; valid as long as the model. */
+DV365_API const dv365_config *dv365_model_config(const dv365_model *model);
+DV365_API dv365_pooler *dv365_model_pooler(dv365_model *model);
+DV365_API dv365_encoder *dv365_model_encoder(dv365_model *model);
+/* N, D and K of the model (0 for NULL). */
+DV365_API size_t dv365_model_num_slices(const dv365_model *model);
+DV365_API size_t dv365_model_dim(const dv365_model *model);
+DV365_API size_t dv365_model_num_tokens(const dv365_model *model);
+/* XXH64 of the config text and every weight, in file order: blobs carry it
+ * so that readers can tell which model made an embedding.  Computed when
+ * the model is created, loaded or saved. */
+DV365_API uint64_t dv365_model_fingerprint(const dv365_model *model);
+
+/* Workspace bytes dv365_model_embed needs for batch users of at most
+ * max_events events each with nthreads threads (SIZE_MAX on overflow). */
+DV365_API size_t dv365_embed_workspace_size(const dv365_model *model, size_t batch,
+                                            size_t max_events, int nthreads);
+/* Pool and encode batch users: timelines[b] with events strictly before
+ * cutoffs[b] -> U [batch, K, D].  Pooling runs users in parallel and the
+ * encoder packs all users into large GEMMs; bitwise identical for any
+ * nthreads >= 1. */
+DV365_API dv365_status dv365_model_embed(const dv365_model *model, dv365_workspace *ws,
+                                         size_t batch, const dv365_timeline *const *timelines,
+                                         const int64_t *cutoffs, float *U, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* Data files: timelines and training examples on disk (docs/data.md)        */
+/* ------------------------------------------------------------------------ */
+
+/* Versioned little-endian binary files with XXH64 checksums per record (or
+ * per chunk) that are read sequentially through a small fixed buffer, so
+ * files larger than memory work.  Writers write a temporary file in the
+ * same directory and rename it over the final name only in *_close (after
+ * fsync): a crash, an error or a *_free without close never leaves a
+ * partial file under the final name.  Readers validate everything (magic,
+ * version, sizes, counts, checksums, the values themselves) and fail with
+ * DV365_E_FORMAT, DV365_E_VERSION or DV365_E_CHECKSUM naming the record.
+ * After a failed *_next the reader stays on the failed record (the next
+ * call fails the same way); rewind or seek to go on.  Writers and readers
+ * belong to one thread at a time. */
+#define DV365_TIMELINE_FILE_VERSION 1
+#define DV365_EXAMPLE_FILE_VERSION 1
+
+/* Timeline files: one record per user (user id + all its events).  The
+ * file records a fingerprint of cfg's vocabularies (action, media type and
+ * surface names): reading it with other vocabularies is DV365_E_MISMATCH. */
+typedef struct dv365_timeline_writer dv365_timeline_writer;
+typedef struct dv365_timeline_reader dv365_timeline_reader;
+
+/* cfg must outlive the writer. */
+DV365_API dv365_status dv365_timeline_writer_open(const char *path, const dv365_config *cfg,
+                                                  dv365_timeline_writer **out);
+/* Append one user's whole timeline (0 events allowed).  Each user id may
+ * appear once per file (DV365_E_INVALID).  tl must use the writer's
+ * vocabularies.  After an I/O error the writer only accepts _free. */
+DV365_API dv365_status dv365_timeline_writer_add(dv365_timeline_writer *w, uint64_t user_id,
+                                                 const dv365_timeline *tl);
+/* Users added so far. */
+DV365_API size_t dv365_timeline_writer_count(const dv365_timeline_writer *w);
+/* Finish the file (index, header, fsync) and rename it into place.  On
+ * failure nothing is left under path.  Call _free afterwards either way. */
+DV365_API dv365_status dv365_timeline_writer_close(dv365_timeline_writer *w);
+/* Free the writer; if it was not closed, the file is abandoned. */
+DV365_API void dv365_timeline_writer_free(dv365_timeline_writer *w);
+
+/* Open and check the header and the file size; cfg must outlive the
+ * reader.  Errors: DV365_E_IO, DV365_E_FORMAT (foreign or truncated file),
+ * DV365_E_VERSION, DV365_E_CHECKSUM (header), DV365_E_MISMATCH (vocabularies). */
+DV365_API dv365_status dv365_timeline_reader_open(const char *path, const dv365_config *cfg,
+                                                  dv365_timeline_reader **out);
+/* Read the next user: *user_id and tl (cleared, then filled with the
+ * user's events) and *done = 0; at the end of the file *done = 1, *user_id
+ * = 0 and tl is cleared.  On failure tl is either unchanged or empty. */
+DV365_API dv365_status dv365_timeline_reader_next(dv365_timeline_reader *r, uint64_t *user_id,
+                                                  dv365_timeline *tl, int *done);
+/* Make the next _next return user_id (binary search in the file's index,
+ * read and checked on first use); DV365_E_NOT_FOUND if absent. */
+DV365_API dv365_status dv365_timeline_reader_seek(dv365_timeline_reader *r, uint64_t user_id);
+/* Go back to the first user. */
+DV365_API dv365_status dv365_timeline_reader_rewind(dv365_timeline_reader *r);
+/* Users and events in the file (0 for NULL). */
+DV365_API size_t dv365_timeline_reader_count(const dv365_timeline_reader *r);
+DV365_API size_t dv365_timeline_reader_num_events(const dv365_timeline_reader *r);
+DV365_API void dv365_timeline_reader_free(dv365_timeline_reader *r);
+
+/* Example files: training examples (user id, label time in unix seconds,
+ * the candidate's media/author/topic ids, n_dense dense features, n_tasks
+ * labels), in checksummed chunks of fixed-size rows. */
+typedef struct dv365_example_writer dv365_example_writer;
+typedef struct dv365_example_reader dv365_example_reader;
+
+/* n_dense in 0..65536, n_tasks in 1..65536. */
+DV365_API dv365_status dv365_example_writer_open(const char *path, size_t n_dense,
+                                                 size_t n_tasks, dv365_example_writer **out);
+/* Append one example.  dense [n_dense] (NULL allowed when n_dense is 0)
+ * and labels [n_tasks] must be finite (DV365_E_NONFINITE naming the
+ * column); label_time in [0, DV365_TIME_MAX] (DV365_E_TIMESTAMP). */
+DV365_API dv365_status dv365_example_writer_add(dv365_example_writer *w, uint64_t user_id,
+                                                int64_t label_time, uint64_t media_id,
+                                                uint64_t author_id, uint64_t topic_id,
+                                                const float *dense, const float *labels);
+DV365_API size_t dv365_example_writer_count(const dv365_example_writer *w);
+DV365_API dv365_status dv365_example_writer_close(dv365_example_writer *w);
+DV365_API void dv365_example_writer_free(dv365_example_writer *w);
+
+DV365_API dv365_status dv365_example_reader_open(const char *path,
+                                                 dv365_example_reader **out);
+DV365_API size_t dv365_example_reader_count(const dv365_example_reader *r);
+DV365_API size_t dv365_example_reader_num_dense(const dv365_example_reader *r);
+DV365_API size_t dv365_example_reader_num_tasks(const dv365_example_reader *r);
+/* Read the next example into the caller's variables and arrays (dense
+ * [n_dense], may be NULL when n_dense is 0; labels [n_tasks]); *done = 1
+ * at the end of the file (nothing else written). */
+DV365_API dv365_status dv365_example_reader_next(dv365_example_reader *r, uint64_t *user_id,
+                                                 int64_t *label_time, uint64_t *media_id,
+                                                 uint64_t *author_id, uint64_t *topic_id,
+                                                 float *dense, float *labels, int *done);
+/* Make the next _next return example index (0-based; index == count
+ * means the end).  Rows are fixed-size, so this is O(1): data-parallel
+ * workers can each read their own range of one file. */
+DV365_API dv365_status dv365_example_reader_seek(dv365_example_reader *r, size_t index);
+DV365_API void dv365_example_reader_free(dv365_example_reader *r);
+
+/* CSV/TSV converters (column names in docs/data.md).  delimiter is ',',
+ * '\t', ';' or '|', or 0 to take the one the header row uses.  Fields may
+ * be quoted (RFC 4180).  A bad row stops the conversion with an error that
+ * names the file, the row, its line, the column and why (DV365_E_FORMAT
+ * for syntax, missing columns and non-numbers, DV365_E_NOT_FOUND for an
+ * unknown action/media type/surface name, DV365_E_NONFINITE, ...); then no
+ * output file is written.  *rows_read (may be NULL) counts the data rows. */
+
+/* Timelines: one row per event; the rows of a user must be contiguous
+ * (time order within a user does not matter).  Vocabulary columns take the
+ * config's names or integer codes. */
+DV365_API dv365_status dv365_csv_to_timelines(const char *csv_path, const dv365_config *cfg,
+                                              char delimiter, const char *out_path,
+                                              size_t *rows_read);
+/* Examples: one row per example; n_dense and n_tasks are the numbers of
+ * dense_<i> and label_<i> columns. */
+DV365_API dv365_status dv365_csv_to_examples(const char *csv_path, char delimiter,
+                                             const char *out_path, size_t *rows_read);
+
 /* @@ encoder API (issue 3) goes here @@ */
+
+/* ------------------------------------------------------------------------ */
+/* 4-bit rowwise quantization (docs/quant.md)                                */
+/* ------------------------------------------------------------------------ */
+
+/* FBGEMM's fused 4-bit rowwise layout: per row ceil(dim/2) bytes of codes
+ * (even column in the low nibble), then the fp16 scale, then the fp16 bias,
+ * little-endian; x ~= scale * q + bias with q in 0..15.  MINMAX gives bytes
+ * identical to PyTorch's quantized.embedding_bag_4bit_prepack; GREEDY is
+ * its optimized_qparams=True (nbins 200, ratio 0.16): lower error, slower. */
+typedef enum dv365_q4_method { DV365_Q4_MINMAX = 0, DV365_Q4_GREEDY = 1 } dv365_q4_method;
+
+/* Bytes of one quantized row: ceil(dim/2) + 4; 0 when dim is 0. */
+DV365_API size_t dv365_q4_row_bytes(size_t dim);
+
+/* Quantize x [rows x dim] into out (rows * dv365_q4_row_bytes(dim) bytes).
+ * NaN/Inf -> DV365_E_NONFINITE naming the row and column; a row whose
+ * minimum or scale does not fit in fp16 (|x| beyond 65504) ->
+ * DV365_E_INVALID.  On failure the contents of out are unspecified.
+ * Thread-safe; deterministic. */
+DV365_API dv365_status dv365_q4_quantize(const float *x, size_t rows, size_t dim,
+                                         dv365_q4_method method, uint8_t *out, size_t out_size);
+
+/* Dequantize q (at least rows * row_bytes bytes) into out [rows x dim].
+ * A row with a non-finite stored scale or bias -> DV365_E_FORMAT. */
+DV365_API dv365_status dv365_q4_dequantize(const uint8_t *q, size_t q_size, size_t rows,
+                                           size_t dim, float *out);
+
+/* ------------------------------------------------------------------------ */
+/* Embedding blob: the key-value store value (layout in docs/quant.md)       */
+/* ------------------------------------------------------------------------ */
+
+/* A 48-byte little-endian header (magic "DV365Q4B", XXH3-64 checksum,
+ * format version, method, K, D, model fingerprint, creation time) followed
+ * by K 4-bit rows of D. */
+#define DV365_BLOB_VERSION 1
+#define DV365_BLOB_HEADER_BYTES 48
+
+/* Total blob bytes for k rows of dim; 0 when k or dim is 0 or above
+ * UINT32_MAX, or the size overflows. */
+DV365_API size_t dv365_blob_size(size_t k, size_t dim);
+
+/* Quantize U [k x dim] and write the blob into out (dv365_blob_size bytes;
+ * out_size smaller -> DV365_E_BUFFER_TOO_SMALL).  created is unix seconds
+ * in [0, DV365_TIME_MAX] (else DV365_E_TIMESTAMP).  Errors of
+ * dv365_q4_quantize are passed on.  On failure out holds no valid blob. */
+DV365_API dv365_status dv365_blob_encode(const float *U, size_t k, size_t dim,
+                                         uint64_t fingerprint, int64_t created,
+                                         dv365_q4_method method, uint8_t *out, size_t out_size);
+
+/* Validate a blob completely (magic, version, fields, size, checksum) and
+ * report its header; any output pointer may be NULL.  Errors:
+ * DV365_E_FORMAT (foreign, truncated, trailing bytes or bad fields),
+ * DV365_E_VERSION, DV365_E_CHECKSUM. */
+DV365_API dv365_status dv365_blob_inspect(const uint8_t *blob, size_t size,
+                                          uint64_t *fingerprint, int64_t *created, size_t *k,
+                                          size_t *dim);
+
+/* Validate like dv365_blob_inspect, then check the blob is k x dim and
+ * (unless expect_fingerprint is 0) was made by that model, else
+ * DV365_E_MISMATCH; then dequantize into U [k x dim]. */
+DV365_API dv365_status dv365_blob_decode(const uint8_t *blob, size_t size,
+                                         uint64_t expect_fingerprint, size_t k, size_t dim,
+                                         float *U);
 
 /* @@ 4-bit quantization and blob API (issue 5) go here @@ */
 

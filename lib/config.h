@@ -102,8 +102,14 @@ struct dv365_config {
 
     dv_encoder_cfg encoder;
 
-    uint64_t fingerprint; /* stable hash of the semantic content */
+    char *yaml_text; /* the source text, saved verbatim with a model */
+    size_t yaml_len;
+    uint64_t fingerprint; /* XXH64 of yaml_text */
 };
+
+/* dv365_config_parse with a source name for messages ("path:line:col: ..."). */
+dv365_status dv_config_parse_named(const char *yaml, size_t len, const char *source,
+                                   dv365_config **out);
 
 /* Funnel token counts: T_0 = N, T_{b+1} = ceil(T_b / stride).
  * Number of output tokens K = (blocks ? T_{blocks-1} : 0) + k_lce. */

@@ -52,6 +52,17 @@ static inline bool dv_mul_size(size_t a, size_t b, size_t *out)
 
 /* --- workspace (workspace.c) --------------------------------------------- */
 
+struct dv365_workspace {
+    void *mem;
+    size_t cap;
+    bool borrowed; /* a view into another workspace's memory: never grows */
+};
+
+/* Make view lend [mem, mem + cap) of another workspace, so that one call can
+ * keep its own arrays at the start of a workspace and hand the rest to a
+ * callee that takes a workspace. */
+void dv_workspace_view(dv365_workspace *view, void *mem, size_t cap);
+
 /* The workspace's memory, at least bytes long; NULL (with DV365_E_NOMEM
  * recorded) when it cannot grow.  Contents are not preserved across calls. */
 void *dv_workspace_get(dv365_workspace *ws, size_t bytes);

@@ -1,11 +1,6 @@
 /* workspace.c — per-thread scratch that grows once and is then reused. */
 #include "internal.h"
 
-struct dv365_workspace {
-    void *mem;
-    size_t cap;
-};
-
 dv365_status dv365_workspace_create(dv365_workspace **out)
 {
     dv_clear_error();
@@ -25,8 +20,19 @@ void dv365_workspace_free(dv365_workspace *ws)
     dv_free(ws);
 }
 
+void dv_workspace_view(dv365_workspace *view, void *mem, size_t cap)
+{
+    view->mem = mem;
+    view->cap = cap;
+    view->borrowed = true;
+}
+
 void *dv_workspace_get(dv365_workspace *ws, size_t bytes)
 {
+    if (ws->borrowed && bytes > ws->cap) {
+        dv_error(DV365_E_INTERNAL, "workspace view: %zu bytes asked of %zu", bytes, ws->cap);
+        return NULL;
+    }
     if (bytes > ws->cap || ws->mem == NULL) {
         /* Contents need not survive, so free first: peak memory stays low. */
         dv_free(ws->mem);

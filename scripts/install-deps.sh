@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential meson ninja-build pkg-config
-libblis-pthread-dev libyaml-dev libcmocka-dev liblmdb-dev lmdb-utils
+libblis-pthread-dev libyaml-dev libxxhash-dev libcsv-dev libcmocka-dev liblmdb-dev lmdb-utils
 abigail-tools clang libclang-rt-14-dev valgrind doxygen
 python3 python3-numpy python3-torch python3-pytest
 python3-dask python3-distributed"

@@ -1,0 +1,32 @@
+/* nn_linear.c — fully connected layer, y = x·W^T + b with W [out, in]. */
+#include "gemm.h"
+#include "nn.h"
+
+#include <string.h>
+
+void dv_linear_forward(float *y, const float *x, const float *W, const float *b, size_t rows,
+                       size_t in, size_t out, int nthreads)
+{
+    /* Start from the bias and let the GEMM add x·W^T onto it (beta = 1). */
+    float beta = 0.0f;
+    if (b != NULL) {
+        for (size_t r = 0; r < rows; r++)
+            memcpy(y + r * out, b, out * sizeof *b);
+        beta = 1.0f;
+    }
+    dv_sgemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out, nthreads);
+}
+
+void dv_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
+                        const float *W, size_t rows, size_t in, size_t out, int nthreads)
+{
+    if (dx != NULL) /* dx[rows,in] += dy[rows,out] · W[out,in] */
+        dv_sgemm(false, false, rows, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in, nthreads);
+    /* dW[out,in] += dy^T · x: the sum runs over rows, inside one GEMM, so its
+     * order does not depend on the thread count. */
+    dv_sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dW, in, nthreads);
+    if (db != NULL)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < out; o++)
+                db[o] += dy[r * out + o];
+}

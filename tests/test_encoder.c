@@ -1,0 +1,466 @@
+/* test_encoder.c — the whole encoder: parameter table and init, finite
+ * differences of every parameter and of X through forward/backward (funnel
+ * with stride 2 and 1, LCE only, funnel only), inference = training
+ * forward, bitwise determinism across thread counts, input validation,
+ * allocation-free steady state, and weight files (round trip, malformed). */
+#include "testutil.h"
+
+#include "config.h"
+#include "encoder.h"
+#include "internal.h"
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static dv_rng g_rng;
+static char g_dir[256];
+
+static float *randv(size_t n, float scale)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)(scale * dv_rng_normal(&g_rng));
+    return p;
+}
+
+/* Only dim, n_slices and encoder matter to the encoder. */
+static struct dv365_config make_cfg(size_t N, size_t D, size_t blocks, size_t layers,
+                                    size_t heads, size_t ffn, size_t stride, size_t k_lce,
+                                    float std)
+{
+    struct dv365_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = D;
+    c.n_slices = N;
+    c.encoder = (dv_encoder_cfg){blocks, layers, heads, ffn, stride, k_lce, std};
+    return c;
+}
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
+    return buf;
+}
+
+/* ------------------------------------------------------- table & init -- */
+
+static void test_table_and_init(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(200, 256, 3, 1, 4, 1024, 2, 8, 0.02f);
+    assert_int_equal(dv_config_num_tokens(&cfg), 58);
+    dv365_encoder *e;
+    ASSERT_OK(dv365_encoder_create(&cfg, 7, &e));
+    assert_int_equal(dv365_encoder_num_tokens(e), 58);
+    assert_int_equal(dv_encoder_funnel_tokens(e), 50);
+    size_t per_layer = 4 * 256 + 3 * 256 * 256 + 3 * 256 + 256 * 256 + 256 + 2 * 1024 * 256 +
+                       1024 + 256;
+    size_t expect = 200 * 256 + 3 * per_layer + 2 * 256 + 8 * 200 + 8;
+    assert_int_equal(dv365_encoder_num_params(e), expect);
+
+    size_t n;
+    const dv_enc_tensor *t = dv_encoder_tensors(e, &n);
+    assert_int_equal(n, 1 + 3 * 12 + 2 + 2);
+    assert_string_equal(t[0].name, "encoder.pos");
+    assert_string_equal(t[3].name, "encoder.blocks.0.layers.0.attn.in_proj_weight");
+    assert_int_equal(t[3].shape[0], 768);
+    assert_int_equal(t[3].shape[1], 256);
+    assert_string_equal(t[n - 2].name, "encoder.lce.weight");
+    assert_int_equal(t[n - 2].shape[0], 8);
+    assert_int_equal(t[n - 2].shape[1], 200);
+    /* Back to back, covering the block exactly. */
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(t[i].offset, off);
+        off += t[i].numel;
+    }
+    assert_int_equal(off, expect);
+
+    /* Init: LN weights 1, biases 0, matrices N(0, 0.02^2). */
+    const float *p = dv_encoder_params_const(e);
+    for (size_t i = 0; i < n; i++) {
+        const float *v = p + t[i].offset;
+        bool ln = strstr(t[i].name, ".ln") != NULL;
+        bool weight = strstr(t[i].name, "weight") != NULL && t[i].ndim == 2;
+        double s = 0, s2 = 0;
+        for (size_t j = 0; j < t[i].numel; j++)
+            s += v[j], s2 += (double)v[j] * v[j];
+        double mean = s / t[i].numel, sd = sqrt(s2 / t[i].numel - mean * mean);
+        if (ln && strstr(t[i].name, ".weight"))
+            assert_true(mean == 1.0 && sd == 0.0);
+        else if (weight || !strcmp(t[i].name, "encoder.pos"))
+            assert_true(fabs(sd - 0.02) < 0.002 && fabs(mean) < 0.002);
+        else
+            assert_true(s2 == 0.0);
+    }
+    /* Same seed, same weights; another seed, other weights. */
+    dv365_encoder *e2, *e3;
+    ASSERT_OK(dv365_encoder_create(&cfg, 7, &e2));
+    ASSERT_OK(dv365_encoder_create(&cfg, 8, &e3));
+    assert_memory_equal(p, dv_encoder_params_const(e2), expect * sizeof(float));
+    assert_true(memcmp(p, dv_encoder_params_const(e3), expect * sizeof(float)) != 0);
+    dv365_encoder_free(e), dv365_encoder_free(e2), dv365_encoder_free(e3);
+
+    /* LCE only: no pos, no ln_f; funnel only: no lce. */
+    cfg = make_cfg(20, 8, 0, 1, 2, 16, 2, 4, 0.02f);
+    ASSERT_OK(dv365_encoder_create(&cfg, 1, &e));
+    t = dv_encoder_tensors(e, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(dv365_encoder_num_tokens(e), 4);
+    assert_string_equal(t[0].name, "encoder.lce.weight");
+    dv365_encoder_free(e);
+    cfg = make_cfg(20, 8, 2, 1, 2, 16, 3, 0, 0.02f);
+    ASSERT_OK(dv365_encoder_create(&cfg, 1, &e));
+    t = dv_encoder_tensors(e, &n);
+    assert_int_equal(n, 1 + 2 * 12 + 2);
+    assert_int_equal(dv365_encoder_num_tokens(e), 7);
+    dv365_encoder_free(e);
+}
+
+static void test_create_errors(void **state)
+{
+    (void)state;
+    dv365_encoder *e = NULL;
+    struct dv365_config cfg = make_cfg(20, 8, 0, 1, 2, 16, 2, 0, 0.02f);
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, &e), DV365_E_CONFIG, "blocks > 0 or k_lce > 0");
+    cfg = make_cfg(20, 10, 1, 1, 4, 16, 2, 0, 0.02f);
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, &e), DV365_E_CONFIG, "divisible");
+    cfg = make_cfg(20, 8, 1, 1, 2, 16, 0, 0, 0.02f);
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, &e), DV365_E_CONFIG, "stride");
+    cfg = make_cfg(20, 8, 1, 1, 2, 16, 2, 0, NAN);
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, &e), DV365_E_CONFIG, "init_std");
+    cfg = make_cfg((size_t)1 << 31, 8, 1, 1, 2, 16, 2, 0, 0.02f);
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, &e), DV365_E_CONFIG, "too large");
+    ASSERT_ERR(dv365_encoder_create(NULL, 1, &e), DV365_E_NULL, "cfg");
+    ASSERT_ERR(dv365_encoder_create(&cfg, 1, NULL), DV365_E_NULL, "out");
+    assert_null(e);
+    assert_int_equal(dv365_encoder_num_tokens(NULL), 0);
+    assert_int_equal(dv365_encode_workspace_size(NULL, 4), 0);
+    dv365_encoder_free(NULL);
+}
+
+/* --------------------------------------------------- finite differences -- */
+
+typedef struct enc_case {
+    dv365_encoder *e;
+    dv365_workspace *ws;
+    size_t B, N, D, K;
+    float *X, *U, *w; /* w = dL/dU */
+} enc_case;
+
+static double enc_loss(enc_case *c)
+{
+    ASSERT_OK(dv365_encode(c->e, c->ws, c->B, c->X, c->U, 1));
+    double L = 0;
+    for (size_t i = 0; i < c->B * c->K * c->D; i++)
+        L += (double)c->w[i] * c->U[i];
+    return L;
+}
+
+/* Central differences at up to 25 entries of p (see test_nn.c for the
+ * tolerance); returns the number of entries compared. */
+static void fd_check(enc_case *c, const char *name, float *p, const float *g, size_t n)
+{
+    double gmax = 0;
+    for (size_t i = 0; i < n; i++)
+        gmax = fmax(gmax, fabs(g[i]));
+    size_t step = n > 25 ? n / 25 : 1;
+    for (size_t i = 0; i < n; i += step) {
+        float save = p[i], h = 1e-2f;
+        p[i] = save + h;
+        double lp = enc_loss(c);
+        p[i] = save - h;
+        double lm = enc_loss(c);
+        p[i] = save;
+        double fd = (lp - lm) / (2.0 * h);
+        if (!(fabs(fd - g[i]) <= 1e-2 * (fabs(g[i]) + gmax) + 1e-6))
+            fail_msg("%s[%zu]: analytic %.7g vs finite difference %.7g (scale %.3g)", name, i,
+                     g[i], fd, gmax);
+    }
+    assert_true(gmax > 0); /* every parameter must receive some gradient */
+}
+
+static void run_fd(struct dv365_config *cfg, size_t B)
+{
+    enc_case c = {0};
+    ASSERT_OK(dv365_encoder_create(cfg, 3, &c.e));
+    ASSERT_OK(dv365_workspace_create(&c.ws));
+    c.B = B, c.N = cfg->n_slices, c.D = cfg->dim, c.K = dv365_encoder_num_tokens(c.e);
+    size_t nx = B * c.N * c.D, nu = B * c.K * c.D, np = dv365_encoder_num_params(c.e);
+    c.X = randv(nx, 1);
+    c.U = calloc(nu, sizeof *c.U);
+    c.w = randv(nu, 1);
+    /* Non-zero biases and LN parameters, so that their gradients matter. */
+    float *P = dv_encoder_params(c.e);
+    for (size_t i = 0; i < np; i++)
+        P[i] += (float)(0.1 * dv_rng_normal(&g_rng));
+
+    size_t na = dv_encoder_acts_floats(c.e, B);
+    float *acts = calloc(na ? na : 1, sizeof *acts), *U2 = calloc(nu, sizeof *U2);
+    float *G = calloc(np, sizeof *G), *dX = calloc(nx, sizeof *dX);
+    ASSERT_OK(dv_encoder_forward_train(c.e, B, c.X, U2, acts, 1));
+    enc_loss(&c);
+    /* The training forward computes exactly what dv365_encode computes. */
+    assert_memory_equal(U2, c.U, nu * sizeof *U2);
+    ASSERT_OK(dv_encoder_backward(c.e, c.ws, B, c.X, acts, c.w, G, dX, 1));
+
+    size_t n;
+    const dv_enc_tensor *t = dv_encoder_tensors(c.e, &n);
+    for (size_t i = 0; i < n; i++)
+        fd_check(&c, t[i].name, P + t[i].offset, G + t[i].offset, t[i].numel);
+    fd_check(&c, "X", c.X, dX, nx);
+
+    /* Backward accumulates: a second pass doubles the gradients. */
+    float *G2 = malloc(np * sizeof *G2);
+    memcpy(G2, G, np * sizeof *G2);
+    ASSERT_OK(dv_encoder_backward(c.e, c.ws, B, c.X, acts, c.w, G2, NULL, 1));
+    for (size_t i = 0; i < np; i++)
+        assert_true(fabsf(G2[i] - 2 * G[i]) <= 1e-5f * (1 + fabsf(G[i])));
+
+    dv365_encoder_free(c.e);
+    dv365_workspace_free(c.ws);
+    free(c.X), free(c.U), free(c.w), free(acts), free(U2), free(G), free(dX), free(G2);
+}
+
+static void test_fd_funnel(void **state)
+{
+    (void)state;
+    /* 7 tokens, stride 2: 7 -> 4 -> 2 (partial windows at both steps). */
+    struct dv365_config cfg = make_cfg(7, 8, 3, 2, 2, 12, 2, 3, 0.5f);
+    run_fd(&cfg, 3);
+}
+
+static void test_fd_vanilla(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(5, 8, 2, 1, 4, 6, 1, 2, 0.5f); /* stride 1 */
+    run_fd(&cfg, 2);
+}
+
+static void test_fd_lce_only_and_funnel_only(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(9, 4, 0, 1, 1, 4, 2, 3, 0.5f);
+    run_fd(&cfg, 2);
+    cfg = make_cfg(6, 8, 2, 1, 2, 8, 3, 0, 0.5f);
+    run_fd(&cfg, 2);
+}
+
+/* -------------------------------------------------------- determinism -- */
+
+static void test_thread_determinism(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(200, 256, 3, 1, 4, 1024, 2, 8, 0.02f);
+    dv365_encoder *e;
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_encoder_create(&cfg, 11, &e));
+    ASSERT_OK(dv365_workspace_create(&ws));
+    const size_t B = 3, K = 58, nx = B * 200 * 256, nu = B * K * 256;
+    float *X = randv(nx, 1), *U1 = malloc(nu * 4), *U2 = malloc(nu * 4), *U0 = malloc(K * 1024);
+    ASSERT_OK(dv365_encode(e, ws, B, X, U1, 1));
+    ASSERT_OK(dv365_encode(e, ws, B, X, U2, 2));
+    assert_memory_equal(U1, U2, nu * 4);
+    /* Users are independent: the last user encoded alone gives the same bits. */
+    ASSERT_OK(dv365_encode(e, ws, 1, X + 2 * 200 * 256, U0, 2));
+    assert_memory_equal(U0, U1 + 2 * K * 256, K * 256 * 4);
+
+    /* Training forward + backward: bitwise equal gradients. */
+    size_t np = dv365_encoder_num_params(e), na = dv_encoder_acts_floats(e, B);
+    float *acts = malloc(na * 4), *G1 = calloc(np, 4), *G2 = calloc(np, 4);
+    float *dX1 = calloc(nx, 4), *dX2 = calloc(nx, 4), *dU = randv(nu, 1);
+    ASSERT_OK(dv_encoder_forward_train(e, B, X, U1, acts, 1));
+    ASSERT_OK(dv_encoder_backward(e, ws, B, X, acts, dU, G1, dX1, 1));
+    ASSERT_OK(dv_encoder_forward_train(e, B, X, U2, acts, 2));
+    ASSERT_OK(dv_encoder_backward(e, ws, B, X, acts, dU, G2, dX2, 2));
+    assert_memory_equal(U1, U2, nu * 4);
+    assert_memory_equal(G1, G2, np * 4);
+    assert_memory_equal(dX1, dX2, nx * 4);
+    dv365_encoder_free(e);
+    dv365_workspace_free(ws);
+    free(X), free(U1), free(U2), free(U0), free(acts), free(G1), free(G2), free(dX1),
+        free(dX2), free(dU);
+}
+
+/* ---------------------------------------------------------- validation -- */
+
+static size_t g_allocs;
+static void *count_alloc(void *o, size_t n)
+{
+    (void)o;
+    g_allocs++;
+    return malloc(n);
+}
+static void count_free(void *o, void *p)
+{
+    (void)o;
+    free(p);
+}
+
+static void test_encode_validation(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(10, 8, 2, 1, 2, 16, 2, 2, 0.1f);
+    dv365_encoder *e;
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_encoder_create(&cfg, 1, &e));
+    ASSERT_OK(dv365_workspace_create(&ws));
+    size_t K = dv365_encoder_num_tokens(e);
+    float *X = randv(4 * 10 * 8, 1), *U = calloc(4 * K * 8, 4);
+    ASSERT_ERR(dv365_encode(NULL, ws, 1, X, U, 1), DV365_E_NULL, "enc");
+    ASSERT_ERR(dv365_encode(e, NULL, 1, X, U, 1), DV365_E_NULL, "ws");
+    ASSERT_ERR(dv365_encode(e, ws, 1, NULL, U, 1), DV365_E_NULL, "X");
+    ASSERT_ERR(dv365_encode(e, ws, 1, X, NULL, 1), DV365_E_NULL, "U");
+    ASSERT_ERR(dv365_encode(e, ws, 0, X, U, 1), DV365_E_INVALID, "batch");
+    ASSERT_ERR(dv365_encode(e, ws, 1, X, U, 0), DV365_E_INVALID, "nthreads");
+    ASSERT_ERR(dv365_encode(e, ws, SIZE_MAX / 8, X, U, 1), DV365_E_INVALID, "too large");
+    X[(2 * 10 + 7) * 8 + 3] = NAN;
+    ASSERT_ERR(dv365_encode(e, ws, 4, X, U, 1), DV365_E_NONFINITE, "user 2, token 7, column 3");
+    X[(2 * 10 + 7) * 8 + 3] = -INFINITY;
+    ASSERT_ERR(dv365_encode(e, ws, 4, X, U, 1), DV365_E_NONFINITE, "infinite");
+    X[(2 * 10 + 7) * 8 + 3] = 0;
+    for (size_t i = 0; i < 4 * K * 8; i++)
+        assert_true(U[i] == 0.0f); /* failed calls wrote nothing */
+
+    /* Steady state: after the workspace has grown, no allocation at all. */
+    ASSERT_OK(dv365_workspace_reserve(ws, dv365_encode_workspace_size(e, 4)));
+    ASSERT_OK(dv365_set_allocator(count_alloc, count_free, NULL));
+    g_allocs = 0;
+    ASSERT_OK(dv365_encode(e, ws, 4, X, U, 1));
+    ASSERT_OK(dv365_encode(e, ws, 3, X, U, 2));
+    assert_int_equal(g_allocs, 0);
+    ASSERT_OK(dv365_set_allocator(NULL, NULL, NULL));
+    dv365_encoder_free(e);
+    dv365_workspace_free(ws);
+    free(X), free(U);
+}
+
+/* -------------------------------------------------------------- files -- */
+
+static void test_save_load(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(12, 8, 2, 2, 2, 16, 2, 3, 0.1f);
+    dv365_encoder *e, *e2;
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_encoder_create(&cfg, 5, &e));
+    ASSERT_OK(dv365_workspace_create(&ws));
+    const char *path = strdup(tmp_path("enc.safetensors"));
+    ASSERT_OK(dv365_encoder_save(e, path));
+    ASSERT_OK(dv365_encoder_load(&cfg, path, &e2));
+    size_t np = dv365_encoder_num_params(e), K = dv365_encoder_num_tokens(e);
+    assert_memory_equal(dv_encoder_params_const(e), dv_encoder_params_const(e2), np * 4);
+    float *X = randv(2 * 12 * 8, 1), *U = malloc(2 * K * 8 * 4), *U2 = malloc(2 * K * 8 * 4);
+    ASSERT_OK(dv365_encode(e, ws, 2, X, U, 1));
+    ASSERT_OK(dv365_encode(e2, ws, 2, X, U2, 1));
+    assert_memory_equal(U, U2, 2 * K * 8 * 4);
+    dv365_encoder_free(e2);
+
+    /* The file is plain safetensors with the documented names. */
+    dv_st_file *f;
+    ASSERT_OK(dv_st_read_file(path, &f));
+    const dv_tensor_view *v = dv_st_find(f, "encoder.blocks.1.layers.1.fc2.weight");
+    assert_non_null(v);
+    assert_int_equal(v->shape[0], 8);
+    assert_int_equal(v->shape[1], 16);
+    dv_st_free(f);
+
+    /* Another config: shapes disagree. */
+    struct dv365_config other = make_cfg(13, 8, 2, 2, 2, 16, 2, 3, 0.1f);
+    ASSERT_ERR(dv365_encoder_load(&other, path, &e2), DV365_E_MISMATCH, "encoder.pos");
+    other = make_cfg(12, 8, 3, 2, 2, 16, 2, 3, 0.1f);
+    ASSERT_ERR(dv365_encoder_load(&other, path, &e2), DV365_E_NOT_FOUND, "encoder.blocks.2");
+    ASSERT_ERR(dv365_encoder_load(&cfg, tmp_path("missing.safetensors"), &e2), DV365_E_IO,
+               "missing.safetensors");
+
+    /* Hand-made files: a tensor missing, F64 instead of F32, a NaN weight,
+     * and extra tensors (ignored). */
+    size_t n;
+    const dv_enc_tensor *t = dv_encoder_tensors(e, &n);
+    const float *P = dv_encoder_params_const(e);
+    float *nan_copy = malloc(np * 4);
+    memcpy(nan_copy, P, np * 4);
+    double *f64 = calloc(t[5].numel, sizeof *f64);
+    for (int mode = 0; mode < 4; mode++) {
+        dv_st_writer *w;
+        ASSERT_OK(dv_st_writer_create(&w));
+        for (size_t i = 0; i < n; i++) {
+            if (mode == 0 && i == 5)
+                continue;
+            if (mode == 1 && i == 5) {
+                ASSERT_OK(dv_st_writer_add(w, t[i].name, DV_DTYPE_F64, t[i].ndim, t[i].shape,
+                                           f64));
+                continue;
+            }
+            const float *src = mode == 2 ? nan_copy : P;
+            ASSERT_OK(dv_st_writer_add(w, t[i].name, DV_DTYPE_F32, t[i].ndim, t[i].shape,
+                                       src + t[i].offset));
+        }
+        if (mode == 2)
+            nan_copy[t[7].offset + 3] = NAN;
+        if (mode == 3) {
+            size_t shape[1] = {4};
+            ASSERT_OK(dv_st_writer_add(w, "tables.media", DV_DTYPE_F32, 1, shape, P));
+        }
+        ASSERT_OK(dv_st_writer_write(w, path));
+        dv_st_writer_free(w);
+        dv365_status st = dv365_encoder_load(&cfg, path, &e2);
+        if (mode == 0)
+            ASSERT_ERR(st, DV365_E_NOT_FOUND, t[5].name);
+        else if (mode == 1)
+            ASSERT_ERR(st, DV365_E_FORMAT, t[5].name);
+        else if (mode == 2)
+            ASSERT_ERR(st, DV365_E_NONFINITE, t[7].name);
+        else {
+            ASSERT_OK(st);
+            assert_memory_equal(dv_encoder_params_const(e2), P, np * 4);
+            dv365_encoder_free(e2);
+        }
+    }
+
+    /* A truncated file. */
+    ASSERT_OK(dv365_encoder_save(e, path));
+    assert_int_equal(truncate(path, 100), 0);
+    ASSERT_ERR(dv365_encoder_load(&cfg, path, &e2), DV365_E_FORMAT, NULL);
+    ASSERT_ERR(dv365_encoder_save(e, tmp_path("no/such/dir/x.safetensors")), DV365_E_IO, NULL);
+    ASSERT_ERR(dv365_encoder_save(NULL, path), DV365_E_NULL, "enc");
+    unlink(path);
+    dv365_encoder_free(e);
+    dv365_workspace_free(ws);
+    free(X), free(U), free(U2), free(nan_copy), free(f64), free((void *)path);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/dv365_test_encoder_XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return rmdir(g_dir);
+}
+
+int main(void)
+{
+    dv_rng_seed(&g_rng, 1234);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_and_init),
+        cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_fd_funnel),
+        cmocka_unit_test(test_fd_vanilla),
+        cmocka_unit_test(test_fd_lce_only_and_funnel_only),
+        cmocka_unit_test(test_thread_determinism),
+        cmocka_unit_test(test_encode_validation),
+        cmocka_unit_test(test_save_load),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
