@@ -735,13 +735,237 @@ static dv365_status read_encoder(parser *p, const yaml_node_t *n)
     return DV365_OK;
 }
 
+/* ------------------------------------------------------------ backbone - */
+
+static dv365_status read_widths(parser *p, const yaml_node_t *n, const char *what, size_t **out,
+                                size_t *count)
+{
+    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, what);
+    if (st)
+        return st;
+    size_t len = seq_len(n);
+    if (len > 64)
+        return fail(p, n, DV365_E_CONFIG, "%s may list at most 64 layers", what);
+    dv_free(*out);
+    *count = 0;
+    if (!(*out = dv_calloc(len ? len : 1, sizeof(size_t))))
+        return dv_error(DV365_E_NOMEM, "config: out of memory");
+    for (size_t i = 0; i < len; i++)
+        if ((st = get_size(p, seq_item(p, n, i), what, 1, 1 << 20, &(*out)[i])))
+            return st;
+    *count = len;
+    return DV365_OK;
+}
+
+static dv365_status add_task(dv365_config *cfg, const char *name, dv_task_kind kind, double weight,
+                             bool log1p)
+{
+    dv_backbone_cfg *b = &cfg->backbone;
+    size_t n = b->n_tasks;
+    if (!dv_grow((void **)&b->task_names, n * sizeof(char *), (n + 1) * sizeof(char *)) ||
+        !dv_grow((void **)&b->tasks, n * sizeof(dv_task), (n + 1) * sizeof(dv_task)) ||
+        !(b->task_names[n] = dv_strdup(name)))
+        return dv_error(DV365_E_NOMEM, "config: out of memory");
+    b->tasks[n] = (dv_task){.kind = kind, .weight = weight, .log1p_target = log1p};
+    b->n_tasks = n + 1;
+    return DV365_OK;
+}
+
+static dv365_status read_tasks(parser *p, const yaml_node_t *n)
+{
+    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, "backbone.tasks");
+    if (st)
+        return st;
+    if (seq_len(n) == 0 || seq_len(n) > 256)
+        return fail(p, n, DV365_E_CONFIG, "backbone.tasks must list 1 to 256 tasks");
+    static const char *const keys[] = {"name", "type", "weight", "log1p"};
+    for (size_t i = 0; i < seq_len(n); i++) {
+        yaml_node_t *item = seq_item(p, n, i), *v[4];
+        const char *name, *type;
+        double weight = 1.0;
+        bool log1p = false;
+        if ((st = read_keys(p, item, "a task", keys, 4, v)) ||
+            (st = require(p, item, v[0], "name", "a task")) ||
+            (st = require(p, item, v[1], "type", "a task")) ||
+            (st = get_name(p, v[0], "task name", &name)) ||
+            (st = get_string(p, v[1], "task type", &type)) ||
+            (v[2] && (st = get_double(p, v[2], "task weight", &weight))) ||
+            (v[3] && (st = get_bool(p, v[3], "log1p", &log1p))))
+            return st;
+        bool binary = !strcmp(type, "binary");
+        if (!binary && strcmp(type, "regression"))
+            return fail(p, v[1], DV365_E_CONFIG,
+                        "task type must be binary or regression, found '%s'", type);
+        if (weight < 0)
+            return fail(p, v[2], DV365_E_CONFIG, "task weight must be >= 0");
+        if (log1p && binary)
+            return fail(p, v[3], DV365_E_CONFIG, "log1p applies to regression tasks only");
+        if (find_name(p->cfg->backbone.task_names, p->cfg->backbone.n_tasks, name) >= 0)
+            return fail(p, v[0], DV365_E_CONFIG, "task '%s' is listed twice", name);
+        if ((st = add_task(p->cfg, name, binary ? DV_TASK_BINARY : DV_TASK_REGRESSION, weight,
+                           log1p)))
+            return st;
+    }
+    return DV365_OK;
+}
+
+static dv365_status read_backbone(parser *p, const yaml_node_t *n)
+{
+    dv_backbone_cfg *b = &p->cfg->backbone;
+    enum { DENSE, BOTTOM, TOP, ITEMS, TASKS, STD, NKEYS };
+    static const char *const keys[NKEYS] = {"dense_features", "bottom", "top",
+                                            "item_tables",    "tasks",  "init_std"};
+    yaml_node_t *v[NKEYS];
+    dv365_status st;
+    double std = b->init_std;
+    if ((st = read_keys(p, n, "backbone", keys, NKEYS, v)) ||
+        (v[DENSE] && (st = get_size(p, v[DENSE], "backbone.dense_features", 0, 1 << 16,
+                                    &b->n_dense))) ||
+        (v[BOTTOM] && (st = read_widths(p, v[BOTTOM], "backbone.bottom", &b->bottom,
+                                        &b->n_bottom))) ||
+        (v[TOP] && (st = read_widths(p, v[TOP], "backbone.top", &b->top, &b->n_top))) ||
+        (v[STD] && (st = get_double(p, v[STD], "backbone.init_std", &std))))
+        return st;
+    if (std < 0 || std > 10)
+        return fail(p, v[STD], DV365_E_CONFIG, "backbone.init_std must be in [0, 10]");
+    b->init_std = (float)std;
+    if (v[ITEMS]) {
+        if ((st = expect(p, v[ITEMS], YAML_MAPPING_NODE, "backbone.item_tables")))
+            return st;
+        for (int f = 0; f < DV_NUM_FIELDS; f++)
+            b->item_field[f] = false;
+        for (yaml_node_pair_t *kv = v[ITEMS]->data.mapping.pairs.start;
+             kv < v[ITEMS]->data.mapping.pairs.top; kv++) {
+            yaml_node_t *k = node_at(p, kv->key), *val = node_at(p, kv->value);
+            const char *field;
+            if ((st = get_string(p, k, "an id field", &field)))
+                return st;
+            long f = find_cname(field_names, DV_NUM_FIELDS, field);
+            if (f < 0)
+                return fail(p, k, DV365_E_CONFIG,
+                            "unknown id field '%s' (media, author or topic)", field);
+            if (b->item_field[f])
+                return fail(p, k, DV365_E_CONFIG, "item table '%s' appears twice", field);
+            if ((st = get_size(p, val, "item table rows", 1, MAX_TABLE_ROWS, &b->item_rows[f])))
+                return st;
+            b->item_field[f] = true;
+        }
+    }
+    if (v[TASKS]) {
+        for (size_t i = 0; i < b->n_tasks; i++)
+            dv_free(b->task_names[i]);
+        b->n_tasks = 0;
+        if ((st = read_tasks(p, v[TASKS])))
+            return st;
+    }
+    return DV365_OK;
+}
+
+/* ------------------------------------------------------------ training - */
+
+static dv365_status read_positive(parser *p, const yaml_node_t *n, const char *what, double *out,
+                                  bool zero_ok)
+{
+    dv365_status st = get_double(p, n, what, out);
+    if (st == DV365_OK && (*out < 0 || (!zero_ok && *out == 0)))
+        return fail(p, n, DV365_E_CONFIG, "%s must be %s", what, zero_ok ? ">= 0" : "> 0");
+    return st;
+}
+
+static dv365_status read_optimizer(parser *p, const yaml_node_t *n)
+{
+    dv_training_cfg *t = &p->cfg->training;
+    enum { TYPE, LR, B1, B2, EPS, WD, WARMUP, DECAY, TOTAL, MINLR, NKEYS };
+    static const char *const keys[NKEYS] = {"type",   "lr",    "beta1",       "beta2",
+                                            "eps",    "weight_decay", "warmup", "decay",
+                                            "total_steps", "min_lr"};
+    yaml_node_t *v[NKEYS];
+    dv365_status st;
+    const char *s;
+    size_t warmup = t->dense_lr.warmup_steps, total = t->dense_lr.total_steps;
+    if ((st = read_keys(p, n, "training.optimizer", keys, NKEYS, v)))
+        return st;
+    if (v[TYPE]) {
+        if ((st = get_string(p, v[TYPE], "optimizer type", &s)))
+            return st;
+        if (strcmp(s, "adam") && strcmp(s, "adamw"))
+            return fail(p, v[TYPE], DV365_E_CONFIG, "optimizer type must be adam or adamw");
+        t->adamw = !strcmp(s, "adamw");
+    }
+    if (v[DECAY]) {
+        static const char *const decays[] = {"constant", "linear", "cosine"};
+        if ((st = get_string(p, v[DECAY], "decay", &s)))
+            return st;
+        long d = find_cname(decays, 3, s);
+        if (d < 0)
+            return fail(p, v[DECAY], DV365_E_CONFIG, "decay must be constant, linear or cosine");
+        t->dense_lr.decay = (dv_lr_decay)d;
+    }
+    if ((v[LR] && (st = read_positive(p, v[LR], "lr", &t->dense_lr.base_lr, false))) ||
+        (v[B1] && (st = get_double(p, v[B1], "beta1", &t->beta1))) ||
+        (v[B2] && (st = get_double(p, v[B2], "beta2", &t->beta2))) ||
+        (v[EPS] && (st = read_positive(p, v[EPS], "eps", &t->eps, false))) ||
+        (v[WD] && (st = read_positive(p, v[WD], "weight_decay", &t->weight_decay, true))) ||
+        (v[WARMUP] && (st = get_size(p, v[WARMUP], "warmup", 0, UINT32_MAX, &warmup))) ||
+        (v[TOTAL] && (st = get_size(p, v[TOTAL], "total_steps", 0, UINT32_MAX, &total))) ||
+        (v[MINLR] && (st = read_positive(p, v[MINLR], "min_lr", &t->dense_lr.min_lr, true))))
+        return st;
+    if (!(t->beta1 >= 0 && t->beta1 < 1) || !(t->beta2 >= 0 && t->beta2 < 1))
+        return fail(p, n, DV365_E_CONFIG, "beta1 and beta2 must be in [0, 1)");
+    t->dense_lr.warmup_steps = warmup;
+    t->dense_lr.total_steps = total;
+    if (dv_lr_schedule_check(&t->dense_lr) != DV365_OK)
+        return fail(p, n, DV365_E_CONFIG,
+                    "bad learning-rate schedule: need min_lr <= lr and, with a decay, "
+                    "total_steps > warmup");
+    return DV365_OK;
+}
+
+static dv365_status read_training(parser *p, const yaml_node_t *n)
+{
+    dv_training_cfg *t = &p->cfg->training;
+    enum { GAP, BATCH, SEED, OPT, EMB, CLIP, NKEYS };
+    static const char *const keys[NKEYS] = {"gap",  "batch_size",          "seed",
+                                            "optimizer", "embedding_optimizer", "clip_grad_norm"};
+    yaml_node_t *v[NKEYS];
+    dv365_status st;
+    size_t seed = t->seed;
+    if ((st = read_keys(p, n, "training", keys, NKEYS, v)) ||
+        (v[GAP] && (st = parse_duration(p, v[GAP], "training.gap", &t->gap_s))) ||
+        (v[BATCH] && (st = get_size(p, v[BATCH], "training.batch_size", 1, 1 << 20,
+                                    &t->batch_size))) ||
+        (v[SEED] && (st = get_size(p, v[SEED], "training.seed", 0, UINT64_MAX, &seed))) ||
+        (v[OPT] && (st = read_optimizer(p, v[OPT]))) ||
+        (v[CLIP] && (st = read_positive(p, v[CLIP], "clip_grad_norm", &t->clip_norm, true))))
+        return st;
+    t->seed = seed;
+    if (v[EMB]) {
+        static const char *const ekeys[] = {"type", "lr", "eps"};
+        yaml_node_t *ev[3];
+        const char *s;
+        if ((st = read_keys(p, v[EMB], "training.embedding_optimizer", ekeys, 3, ev)) ||
+            (ev[0] && (st = get_string(p, ev[0], "embedding optimizer type", &s))))
+            return st;
+        if (ev[0] && strcmp(s, "rowwise_adagrad"))
+            return fail(p, ev[0], DV365_E_CONFIG,
+                        "the embedding optimizer must be rowwise_adagrad");
+        if ((ev[1] && (st = read_positive(p, ev[1], "lr", &t->emb_lr, false))) ||
+            (ev[2] && (st = read_positive(p, ev[2], "eps", &t->emb_eps, false))))
+            return st;
+    }
+    return DV365_OK;
+}
+
 /* ------------------------------------------------------------ document - */
 
 static dv365_status read_root(parser *p, const yaml_node_t *root)
 {
-    enum { VERSION, DIM, GAMMA, POOLING, VOCAB, TABLES, SLICES, ENCODER, NKEYS };
-    static const char *const keys[NKEYS] = {"version", "dim",    "watch_score_gamma", "pooling",
-                                            "vocab",   "tables", "slices",            "encoder"};
+    enum { VERSION, DIM, GAMMA, POOLING, VOCAB, TABLES, SLICES, ENCODER, BACKBONE, TRAINING,
+           NKEYS };
+    static const char *const keys[NKEYS] = {"version", "dim",      "watch_score_gamma",
+                                            "pooling", "vocab",    "tables",
+                                            "slices",  "encoder",  "backbone",
+                                            "training"};
     yaml_node_t *v[NKEYS];
     dv365_config *cfg = p->cfg;
     dv365_status st;
@@ -778,7 +1002,9 @@ static dv365_status read_root(parser *p, const yaml_node_t *root)
         (st = read_tables(p, v[TABLES])) ||
         (v[ENCODER] && (st = read_encoder(p, v[ENCODER]))) ||
         (st = require(p, root, v[SLICES], "slices", "the config")) ||
-        (st = read_slices(p, v[SLICES])))
+        (st = read_slices(p, v[SLICES])) ||
+        (v[BACKBONE] && (st = read_backbone(p, v[BACKBONE]))) ||
+        (v[TRAINING] && (st = read_training(p, v[TRAINING]))))
         return st;
     /* the encoder's defaults may not fit a dim that has no encoder section */
     if (!v[ENCODER] && cfg->dim % cfg->encoder.heads != 0)
@@ -788,7 +1014,17 @@ static dv365_status read_root(parser *p, const yaml_node_t *root)
     return DV365_OK;
 }
 
-static void set_defaults(dv365_config *cfg)
+/* The backbone's default tasks (replaced by backbone.tasks when given). */
+static dv365_status default_tasks(dv365_config *cfg)
+{
+    static const char *const binary[] = {"like", "comment", "share", "complete", "skip"};
+    dv365_status st = DV365_OK;
+    for (size_t i = 0; i < 5 && st == DV365_OK; i++)
+        st = add_task(cfg, binary[i], DV_TASK_BINARY, 1.0, false);
+    return st ? st : add_task(cfg, "watch_time", DV_TASK_REGRESSION, 0.1, true);
+}
+
+static dv365_status set_defaults(dv365_config *cfg)
 {
     cfg->gamma = 1.0;
     cfg->init_std = 0.05f;
@@ -799,6 +1035,35 @@ static void set_defaults(dv365_config *cfg)
     cfg->encoder.stride = 2;
     cfg->encoder.k_lce = 8;
     cfg->encoder.init_std = 0.02f;
+
+    dv_backbone_cfg *b = &cfg->backbone;
+    static const size_t item_rows[DV_NUM_FIELDS] = {65536, 16384, 1024};
+    b->n_dense = 8;
+    b->init_std = 0.05f;
+    for (int f = 0; f < DV_NUM_FIELDS; f++) {
+        b->item_field[f] = true;
+        b->item_rows[f] = item_rows[f];
+    }
+    dv_training_cfg *t = &cfg->training;
+    t->gap_s = 24 * 3600;
+    t->batch_size = 64;
+    t->seed = 1;
+    t->adamw = true;
+    t->beta1 = 0.9;
+    t->beta2 = 0.999;
+    t->eps = 1e-8;
+    t->dense_lr = (dv_lr_schedule){.decay = DV_LR_CONSTANT, .base_lr = 1e-3};
+    t->emb_lr = 0.05;
+    t->emb_eps = 1e-8;
+
+    static const size_t bottom[] = {64}, top[] = {256, 128};
+    if (!(b->bottom = dv_malloc(sizeof bottom)) || !(b->top = dv_malloc(sizeof top)))
+        return dv_error(DV365_E_NOMEM, "config: out of memory");
+    memcpy(b->bottom, bottom, sizeof bottom);
+    memcpy(b->top, top, sizeof top);
+    b->n_bottom = 1;
+    b->n_top = 2;
+    return default_tasks(cfg);
 }
 
 dv365_status dv365_config_parse(const char *yaml, size_t len, dv365_config **out)
@@ -819,9 +1084,12 @@ dv365_status dv_config_parse_named(const char *yaml, size_t len, const char *sou
         return dv_error(DV365_E_PARSE, "%s: the config contains a NUL byte", source);
     if (!(p.cfg = dv_calloc(1, sizeof *p.cfg)))
         return dv_error(DV365_E_NOMEM, "config: out of memory");
-    set_defaults(p.cfg);
+    if ((st = set_defaults(p.cfg))) {
+        dv365_config_free(p.cfg);
+        return st;
+    }
     if (!yaml_parser_initialize(&yp)) {
-        dv_free(p.cfg);
+        dv365_config_free(p.cfg);
         return dv_error(DV365_E_NOMEM, "config: cannot initialize the YAML parser");
     }
     yaml_parser_set_input_string(&yp, (const unsigned char *)yaml, len);
@@ -909,6 +1177,10 @@ void dv365_config_free(dv365_config *cfg)
     for (size_t i = 0; i < cfg->n_slices; i++)
         dv_free(cfg->slices[i].name);
     dv_free(cfg->slices);
+    dv_free(cfg->backbone.bottom);
+    dv_free(cfg->backbone.top);
+    free_names(cfg->backbone.task_names, cfg->backbone.n_tasks);
+    dv_free(cfg->backbone.tasks);
     dv_free(cfg->yaml_text);
     dv_free(cfg);
 }

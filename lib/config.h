@@ -4,6 +4,8 @@
 #define DV365_CONFIG_H
 
 #include "internal.h"
+#include "loss.h"
+#include "optim.h"
 
 /* Id fields of an event that a slice can pool. */
 typedef enum dv_field { DV_FIELD_MEDIA = 0, DV_FIELD_AUTHOR = 1, DV_FIELD_TOPIC = 2 } dv_field;
@@ -75,6 +77,31 @@ typedef struct dv_encoder_cfg {
     float init_std;          /* std of the seeded normal init of weight matrices */
 } dv_encoder_cfg;
 
+/* The DLRM backbone that trains the encoder (section "backbone"). */
+typedef struct dv_backbone_cfg {
+    size_t n_dense;                    /* dense features per example */
+    size_t n_bottom, *bottom;          /* bottom MLP hidden widths (output D is appended) */
+    size_t n_top, *top;                /* top MLP hidden widths (output n_tasks is appended) */
+    bool item_field[DV_NUM_FIELDS];    /* candidate id fields with an item table */
+    size_t item_rows[DV_NUM_FIELDS];   /* rows of tables.item_<field> */
+    size_t n_tasks;
+    char **task_names;                 /* [n_tasks] */
+    dv_task *tasks;                    /* [n_tasks] kind, weight, log1p_target */
+    float init_std;                    /* item tables: N(0, init_std^2) */
+} dv_backbone_cfg;
+
+/* How the model is trained (section "training"). */
+typedef struct dv_training_cfg {
+    int64_t gap_s;           /* history ends this long before each label (24 h) */
+    size_t batch_size;
+    uint64_t seed;
+    bool adamw;              /* dense optimizer: AdamW (true) or Adam */
+    double beta1, beta2, eps, weight_decay;
+    dv_lr_schedule dense_lr;
+    double emb_lr, emb_eps;  /* row-wise Adagrad of every embedding table */
+    double clip_norm;        /* global gradient-norm clipping; 0 = off */
+} dv_training_cfg;
+
 struct dv365_config {
     size_t dim;
     double gamma;    /* watch-score duration factor */
@@ -101,6 +128,8 @@ struct dv365_config {
     size_t n_slices;
 
     dv_encoder_cfg encoder;
+    dv_backbone_cfg backbone;
+    dv_training_cfg training;
 
     char *yaml_text; /* the source text, saved verbatim with a model */
     size_t yaml_len;

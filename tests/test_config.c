@@ -126,6 +126,57 @@ static void test_default_config(void **state)
         for (size_t j = i + 1; j < cfg->n_slices; j++)
             assert_string_not_equal(cfg->slices[i].name, cfg->slices[j].name);
     assert_true(cfg->fingerprint != 0);
+
+    const dv_backbone_cfg *b = &cfg->backbone;
+    assert_int_equal(b->n_tasks, 6);
+    assert_string_equal(b->task_names[5], "watch_time");
+    assert_int_equal(b->tasks[5].kind, DV_TASK_REGRESSION);
+    assert_true(b->tasks[5].log1p_target && b->tasks[5].weight == 0.1);
+    assert_int_equal(b->n_top, 2);
+    assert_int_equal(b->top[1], 128);
+    assert_true(b->item_field[DV_FIELD_TOPIC] && b->item_rows[DV_FIELD_TOPIC] == 1024);
+    const dv_training_cfg *t = &cfg->training;
+    assert_int_equal(t->gap_s, 86400);
+    assert_int_equal(t->dense_lr.decay, DV_LR_COSINE);
+    assert_int_equal(t->dense_lr.warmup_steps, 100);
+    assert_true(t->adamw && t->clip_norm == 1.0 && t->emb_lr == 0.05);
+    dv365_config_free(cfg);
+}
+
+static void test_backbone_and_training(void **state)
+{
+    (void)state;
+    dv365_config *cfg = NULL;
+    const char *yaml = "dim: 8\n" VOCAB TABLES "slices:\n  - {name: a, pool: {media: pos_media}}\n"
+                       "encoder: {heads: 2}\n"
+                       "backbone:\n"
+                       "  dense_features: 3\n"
+                       "  bottom: []\n"
+                       "  item_tables: {media: 50}\n"
+                       "  tasks: [{name: click, type: binary, weight: 2}]\n"
+                       "training: {gap: 0s, batch_size: 4, seed: 9,\n"
+                       "           optimizer: {type: adam, lr: 0.01}}\n";
+    ASSERT_OK(parse(yaml, &cfg));
+    const dv_backbone_cfg *b = &cfg->backbone;
+    assert_int_equal(b->n_dense, 3);
+    assert_int_equal(b->n_bottom, 0);
+    assert_int_equal(b->n_top, 2); /* default */
+    assert_true(b->item_field[DV_FIELD_MEDIA] && !b->item_field[DV_FIELD_AUTHOR]);
+    assert_int_equal(b->item_rows[DV_FIELD_MEDIA], 50);
+    assert_int_equal(b->n_tasks, 1);
+    assert_string_equal(b->task_names[0], "click");
+    assert_true(b->tasks[0].weight == 2.0);
+    assert_int_equal(cfg->training.gap_s, 0);
+    assert_int_equal(cfg->training.batch_size, 4);
+    assert_int_equal(cfg->training.seed, 9);
+    assert_false(cfg->training.adamw);
+    assert_true(cfg->training.dense_lr.base_lr == 0.01);
+    dv365_config_free(cfg);
+
+    /* without the sections: defaults (six tasks, 24 h gap) */
+    ASSERT_OK(parse(small_yaml, &cfg));
+    assert_int_equal(cfg->backbone.n_tasks, 6);
+    assert_int_equal(cfg->training.gap_s, 86400);
     dv365_config_free(cfg);
 }
 
@@ -205,6 +256,26 @@ static void test_bad_configs(void **state)
         {"dim: 8\n" VOCAB TABLES "slices:\n  - {name: a, pool: {media: pos_media}}\n"
          "pooling: {init_std: inf}\n",
          DV365_E_NONFINITE, "finite"},
+#define BASE "dim: 8\n" VOCAB TABLES "slices:\n  - {name: a, pool: {media: pos_media}}\nencoder: {heads: 2}\n"
+        {BASE "backbone: {tasks: [{name: x, type: ordinal}]}\n", DV365_E_CONFIG, "binary or regression"},
+        {BASE "backbone: {tasks: [{name: x, type: binary, log1p: true}]}\n", DV365_E_CONFIG,
+         "regression tasks only"},
+        {BASE "backbone: {tasks: [{name: x, type: binary}, {name: x, type: binary}]}\n",
+         DV365_E_CONFIG, "listed twice"},
+        {BASE "backbone: {tasks: [{name: x, type: binary, weight: -1}]}\n", DV365_E_CONFIG, ">= 0"},
+        {BASE "backbone: {tasks: []}\n", DV365_E_CONFIG, "1 to 256"},
+        {BASE "backbone: {item_tables: {isbn: 5}}\n", DV365_E_CONFIG, "unknown id field 'isbn'"},
+        {BASE "backbone: {top: [0]}\n", DV365_E_CONFIG, "backbone.top must be in"},
+        {BASE "backbone: {wide: 1}\n", DV365_E_CONFIG, "unknown key 'wide' in backbone"},
+        {BASE "training: {gap: yesterday}\n", DV365_E_CONFIG, "duration like"},
+        {BASE "training: {optimizer: {type: sgd}}\n", DV365_E_CONFIG, "adam or adamw"},
+        {BASE "training: {optimizer: {lr: 0}}\n", DV365_E_CONFIG, "lr must be > 0"},
+        {BASE "training: {optimizer: {beta1: 1.0}}\n", DV365_E_CONFIG, "[0, 1)"},
+        {BASE "training: {optimizer: {decay: cosine, warmup: 10, total_steps: 5}}\n", DV365_E_CONFIG,
+         "schedule"},
+        {BASE "training: {embedding_optimizer: {type: sgd}}\n", DV365_E_CONFIG, "rowwise_adagrad"},
+        {BASE "training: {clip_grad_norm: -1}\n", DV365_E_CONFIG, ">= 0"},
+        {BASE "training: {batch_size: 0}\n", DV365_E_CONFIG, "batch_size must be in"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         dv365_config *cfg = (dv365_config *)(uintptr_t)1; /* must stay untouched */
@@ -250,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_config),
         cmocka_unit_test(test_default_config),
+        cmocka_unit_test(test_backbone_and_training),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_bad_arguments),
     };

@@ -1105,6 +1105,72 @@ static void test_kuairand_slice(void **state)
     free(videos);
 }
 
+/* --- out of memory at every allocation ---------------------------------------- */
+
+static long g_allocs_left;
+static long g_live;
+static void *failing_alloc(void *opaque, size_t n)
+{
+    (void)opaque;
+    if (g_allocs_left-- <= 0)
+        return NULL;
+    g_live++;
+    return malloc(n);
+}
+static void counting_free(void *opaque, void *p)
+{
+    (void)opaque;
+    g_live--;
+    free(p);
+}
+
+/* Convert a CSV and read the result back with the k-th allocation failing,
+ * for every k: DV365_E_NOMEM or success, nothing leaked, no file left. */
+static void test_out_of_memory_everywhere(void **state)
+{
+    fixture *f = *state;
+    const char *csv = "user_id,time,media_id,author_id,topic_id,action,media_type,surface,"
+                      "duration_ms,dwell_ms\n"
+                      "1,1650000000,1,2,3,view,normal,tab1,10,5\n"
+                      "1,1650000001,1,2,3,like,normal,tab1,10,5\n"
+                      "2,1650000002,1,2,3,view,ad,tab2,10,5\n";
+    char *src = tmp_path(f, "oom.csv");
+    spit(src, csv, strlen(csv));
+    char *out = tmp_path(f, "oom.dvt");
+    int base = dir_entries(f);
+    bool succeeded = false;
+    for (long k = 0; k < 200 && !succeeded; k++) {
+        unlink(out);
+        g_allocs_left = k;
+        g_live = 0;
+        ASSERT_OK(dv365_set_allocator(failing_alloc, counting_free, NULL));
+        dv365_status st = dv365_csv_to_timelines(src, f->cfg, 0, out, NULL);
+        dv365_timeline_reader *r = NULL;
+        dv365_timeline *tl = NULL;
+        if (st == DV365_OK)
+            st = dv365_timeline_reader_open(out, f->cfg, &r);
+        if (st == DV365_OK)
+            st = dv365_timeline_create(f->cfg, &tl);
+        int done = 0;
+        uint64_t uid;
+        while (st == DV365_OK && !done)
+            st = dv365_timeline_reader_next(r, &uid, tl, &done);
+        if (st == DV365_OK)
+            st = dv365_timeline_reader_seek(r, 2);
+        dv365_timeline_free(tl);
+        dv365_timeline_reader_free(r);
+        ASSERT_OK(dv365_set_allocator(NULL, NULL, NULL));
+        if (st != DV365_OK && st != DV365_E_NOMEM)
+            fail_msg("allocation %ld failing: status %d (%s)", k, (int)st, dv365_last_error());
+        assert_int_equal(g_live, 0);
+        assert_no_temp_files(f);
+        succeeded = st == DV365_OK;
+    }
+    assert_true(succeeded);
+    unlink(out);
+    assert_int_equal(dir_entries(f), base - 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1123,6 +1189,7 @@ int main(void)
         cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_csv_examples),
         cmocka_unit_test(test_kuairand_slice),
+        cmocka_unit_test(test_out_of_memory_everywhere),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
