@@ -459,8 +459,8 @@ static dv365_status tl_grow(tl_conv *c)
     return DV365_OK;
 }
 
-/* Write the buffered user as one record. */
-static dv365_status tl_flush(csv_in *in, tl_conv *c)
+/* Write the buffered user (rows first_row..last_row) as one record. */
+static dv365_status tl_flush(csv_in *in, tl_conv *c, size_t last_row)
 {
     if (!c->have_user)
         return DV365_OK;
@@ -472,7 +472,7 @@ static dv365_status tl_flush(csv_in *in, tl_conv *c)
         st = dv365_timeline_writer_add(c->w, c->user, c->tl);
     if (st != DV365_OK)
         return dv_error_context(st, "'%s': user %llu (rows %zu..%zu)", in->path,
-                                (unsigned long long)c->user, c->first_row, in->row - 1);
+                                (unsigned long long)c->user, c->first_row, last_row);
     c->have_user = false;
     c->n = 0;
     return DV365_OK;
@@ -488,7 +488,7 @@ static dv365_status tl_row(csv_in *in, void *user)
     if ((st = parse_u64(in, "user_id", fld(in, (size_t)c->col[T_USER]), &uid)) != DV365_OK)
         return st;
     if (!c->have_user || uid != c->user) {
-        if ((st = tl_flush(in, c)) != DV365_OK)
+        if ((st = tl_flush(in, c, in->row - 1)) != DV365_OK)
             return st;
         if (dv_timeline_writer_has_user(c->w, uid))
             return dv_error(DV365_E_FORMAT,
@@ -535,9 +535,8 @@ dv365_status dv365_csv_to_timelines(const char *csv_path, const dv365_config *cf
     tl_conv c = {.cfg = cfg, .out_path = out_path};
     csv_in in = {.path = csv_path, .on_header = tl_header, .on_row = tl_row, .user = &c};
     dv365_status st = csv_run(&in, delimiter);
-    in.row++; /* tl_flush names rows up to in.row - 1 */
     if (st == DV365_OK)
-        st = tl_flush(&in, &c);
+        st = tl_flush(&in, &c, in.row);
     if (st == DV365_OK)
         st = dv365_timeline_writer_close(c.w);
     dv365_timeline_writer_free(c.w); /* abandons the file if not closed */
@@ -549,7 +548,7 @@ dv365_status dv365_csv_to_timelines(const char *csv_path, const dv365_config *cf
     dv_free(in.text);
     dv_free(in.off);
     if (st == DV365_OK && rows_read != NULL)
-        *rows_read = in.row - 1;
+        *rows_read = in.row;
     return st;
 }
 

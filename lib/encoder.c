@@ -15,7 +15,7 @@
 
 /* Users encoded together by dv365_encode.  Bigger chunks give BLIS taller
  * matrices, but beyond a few thousand rows nothing is gained and the
- * workspace (≈0.6 MB per user at the default sizes) keeps growing. */
+ * workspace (2.3 MB per user at the default sizes) keeps growing. */
 #define ENC_CHUNK 16
 
 /* Float offsets of one layer's tensors in the parameter (or gradient) block. */

@@ -68,6 +68,11 @@ static inline void prefetch_row(const float *p, size_t D)
 #ifndef DV_PREFETCH_ROWS
 #define DV_PREFETCH_ROWS 4
 #endif
+/* Items ahead whose event records are prefetched (they are read in row
+ * order, i.e. at random). */
+#ifndef DV_PREFETCH_RECS
+#define DV_PREFETCH_RECS 16
+#endif
 
 /* ---------------------------------------------------------------- normal init */
 
@@ -352,6 +357,9 @@ dv365_status dv365_pool_forward(const dv365_pooler *pooler, dv365_workspace *ws,
             }
             const float *row = item_row(pooler, &items[g]);
             for (size_t k = g; k < ge; k++) {
+                if (k + DV_PREFETCH_RECS < n) /* the event record of a later item */
+                    __builtin_prefetch(c.plan.recs + (size_t)items[k + DV_PREFETCH_RECS].event *
+                                                         c.plan.rec_words);
                 size_t nd = dv_item_dests(&c.plan, s, &items[k], c.slices, c.w);
                 size_t nb = 0;
                 for (size_t j = 0; j < nd; j++) {

@@ -288,6 +288,28 @@ static void test_thread_determinism(void **state)
         free(dX2), free(dU);
 }
 
+/* More users than one internal chunk (16), not a multiple of it: every user
+ * equals the same user encoded alone, bit for bit. */
+static void test_batch_chunks(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(23, 16, 2, 1, 2, 32, 2, 3, 0.3f);
+    dv365_encoder *e;
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_encoder_create(&cfg, 9, &e));
+    ASSERT_OK(dv365_workspace_create(&ws));
+    const size_t B = 37, K = dv365_encoder_num_tokens(e), nx = 23 * 16, nu = K * 16;
+    float *X = randv(B * nx, 1), *U = malloc(B * nu * 4), *U1 = malloc(nu * 4);
+    ASSERT_OK(dv365_encode(e, ws, B, X, U, 2));
+    for (size_t b = 0; b < B; b++) {
+        ASSERT_OK(dv365_encode(e, ws, 1, X + b * nx, U1, 1));
+        assert_memory_equal(U1, U + b * nu, nu * 4);
+    }
+    dv365_encoder_free(e);
+    dv365_workspace_free(ws);
+    free(X), free(U), free(U1);
+}
+
 /* ---------------------------------------------------------- validation -- */
 
 static size_t g_allocs;
@@ -459,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_fd_vanilla),
         cmocka_unit_test(test_fd_lce_only_and_funnel_only),
         cmocka_unit_test(test_thread_determinism),
+        cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_encode_validation),
         cmocka_unit_test(test_save_load),
     };
