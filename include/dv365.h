@@ -491,6 +491,226 @@ DV365_API dv365_status dv365_blob_decode(const uint8_t *blob, size_t size,
                                          uint64_t expect_fingerprint, size_t k, size_t dim,
                                          float *U);
 
+/* ------------------------------------------------------------------------ */
+/* Adapters: the DV365 embedding inside a downstream model (docs/adapters.md) */
+/* ------------------------------------------------------------------------ */
+
+/* An adapter turns the embedding U [K x D] of each user (e.g. decoded from
+ * a blob with dv365_blob_decode) into what a downstream model consumes:
+ *   LINEAR          y = W vec(U) + b, W [P, K*D]: P floats per user, for a
+ *                   ranking model to concatenate with its own embeddings;
+ *   GATENET_VECTOR  GateNet feature-embedding gate, one gate per token:
+ *                   out_k = sigmoid(w_k . u_k + b_k) * u_k  (K*D floats);
+ *   GATENET_BIT     one gate per element: out_k = sigmoid(W_k u_k + b_k) ⊙ u_k
+ *                   with W_k [D, D] per token (K*D floats);
+ *   PREFIX          the K tokens to prepend to a sequence model's input,
+ *                   optionally projected to its width H: U W^T + b with
+ *                   W [H, D] shared by all tokens (K*H floats; K*D when
+ *                   out_dim is 0, the identity).
+ * Parameters live in one contiguous float block (weight, then bias) and are
+ * saved as safetensors tensors "adapter.<name>.weight" / ".bias".
+ * Forward and backward only read the adapter: any number of threads may
+ * share one, each with its own workspace.  Results are bitwise identical
+ * for any nthreads. */
+typedef struct dv365_adapter dv365_adapter;
+
+typedef enum dv365_adapter_kind {
+    DV365_ADAPTER_LINEAR = 0,
+    DV365_ADAPTER_GATENET_VECTOR = 1,
+    DV365_ADAPTER_GATENET_BIT = 2,
+    DV365_ADAPTER_PREFIX = 3
+} dv365_adapter_kind;
+
+/* A new adapter for embeddings of k tokens of dim.  name (1..64 of
+ * [A-Za-z0-9_-]) names its tensors.  out_dim is P for LINEAR (> 0), H for
+ * PREFIX (0 = no projection, no parameters) and must be 0 for the GateNet
+ * kinds.  Weights are drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with a
+ * seeded generator; biases start at 0. */
+DV365_API dv365_status dv365_adapter_create(dv365_adapter_kind kind, const char *name, size_t k,
+                                            size_t dim, size_t out_dim, uint64_t seed,
+                                            dv365_adapter **out);
+DV365_API void dv365_adapter_free(dv365_adapter *a);
+/* Kind and sizes; any output pointer may be NULL. */
+DV365_API dv365_status dv365_adapter_info(const dv365_adapter *a, dv365_adapter_kind *kind,
+                                          size_t *k, size_t *dim, size_t *out_dim);
+/* Floats of output per user (P, K*D or K*H); 0 for NULL. */
+DV365_API size_t dv365_adapter_output_size(const dv365_adapter *a);
+/* The parameter block (weight then bias, docs/adapters.md), for loading,
+ * optimizers and gradient all-reduce; NULL when there are none. */
+DV365_API size_t dv365_adapter_num_params(const dv365_adapter *a);
+DV365_API float *dv365_adapter_params(dv365_adapter *a);
+/* Workspace bytes forward and backward need for batch users (SIZE_MAX on
+ * overflow); reserve them to make the calls allocation-free. */
+DV365_API size_t dv365_adapter_workspace_size(const dv365_adapter *a, size_t batch);
+
+/* U [batch, K, D] -> out [batch, output_size].  Every value of U must be
+ * finite (DV365_E_NONFINITE names the user, token and column).
+ * nthreads in [1, 1024]. */
+DV365_API dv365_status dv365_adapter_forward(const dv365_adapter *a, dv365_workspace *ws,
+                                             size_t batch, const float *U, float *out,
+                                             int nthreads);
+/* Backward of dv365_adapter_forward for the same U, given dout [batch,
+ * output_size]: ACCUMULATES (+=) the parameter gradients into grad_params
+ * [num_params] and dL/dU into dU [batch, K, D].  Either may be NULL (not
+ * both); U and dout must be finite. */
+DV365_API dv365_status dv365_adapter_backward(const dv365_adapter *a, dv365_workspace *ws,
+                                              size_t batch, const float *U, const float *dout,
+                                              float *grad_params, float *dU, int nthreads);
+
+/* Save as safetensors (atomically): the tensors plus __metadata__ entries
+ * adapter.<name>.{kind,k,dim,out_dim}.  Load finds adapter <name> in a file
+ * (other tensors are ignored): no such adapter -> DV365_E_NOT_FOUND; bad
+ * metadata -> DV365_E_FORMAT; a tensor of the wrong shape ->
+ * DV365_E_MISMATCH; a non-finite weight -> DV365_E_NONFINITE. */
+DV365_API dv365_status dv365_adapter_save(const dv365_adapter *a, const char *path);
+DV365_API dv365_status dv365_adapter_load(const char *path, const char *name,
+                                          dv365_adapter **out);
+
+/* ------------------------------------------------------------------------ */
+/* Store and batch generation (docs/store.md)                                */
+/* ------------------------------------------------------------------------ */
+
+/* The embedded key-value store of embeddings: user id -> blob, in an LMDB
+ * environment (a directory holding data.mdb and lock.mdb).  Readers are
+ * lock-free and read memory-mapped pages; one writer at a time writes a
+ * whole new *generation* (every user's blob) and switches to it in one
+ * transaction, so a reader sees either the old generation or the complete
+ * new one, never a mix.  The store records each generation's number, model
+ * fingerprint, creation time, K, D and user count.
+ *
+ * Threads: a store handle may be shared by any number of threads for
+ * reads (dv365_store_get, _info, _age, readers).  A generation handle and a
+ * reader handle belong to one thread at a time.  Open a store at most once
+ * per process (a second open of the same directory is DV365_E_STATE: share
+ * the handle); other processes may open it at the same time.  Close a
+ * store only after freeing its readers and generation. */
+typedef struct dv365_store dv365_store;
+
+/* dv365_store_open flags (bitwise or). */
+#define DV365_STORE_READONLY 1u /* read only; the store must exist */
+#define DV365_STORE_NOSYNC 2u   /* no fsync on commit: faster bulk loads, but a
+                                   system crash may lose or damage recent
+                                   generations (tests, scratch stores) */
+/* The map size used when map_size is 0 on a new store: the most bytes the
+ * store can hold (address space is reserved, disk is used as written). */
+#define DV365_STORE_DEFAULT_MAP_SIZE ((size_t)64 << 30)
+
+/* Open (and unless READONLY, create) the store in directory path.
+ * map_size caps the store's bytes (0: the store's recorded size, or
+ * DV365_STORE_DEFAULT_MAP_SIZE for a new store; at least 1 MiB); a refresh
+ * needs room for two generations.  Errors: DV365_E_IO (no store at path for
+ * READONLY, permissions), DV365_E_FORMAT (not a dv365 store),
+ * DV365_E_VERSION, DV365_E_STATE (already open in this process). */
+DV365_API dv365_status dv365_store_open(const char *path, unsigned flags, size_t map_size,
+                                        dv365_store **out);
+DV365_API void dv365_store_close(dv365_store *s);
+
+/* The current (last committed) generation; any pointer may be NULL.  A
+ * store without a committed generation reports generation 0 and zeros. */
+DV365_API dv365_status dv365_store_info(dv365_store *s, uint64_t *generation,
+                                        uint64_t *fingerprint, int64_t *created, size_t *count,
+                                        size_t *k, size_t *dim);
+
+/* Copy user_id's blob of the current generation into buf (cap bytes) and
+ * set *size.  The blob is validated (dv365_blob_inspect) first.  Errors:
+ * DV365_E_NOT_FOUND (no such user, or no generation yet),
+ * DV365_E_BUFFER_TOO_SMALL (the message gives the size needed; see
+ * dv365_blob_size with the k and dim of dv365_store_info),
+ * DV365_E_FORMAT / DV365_E_CHECKSUM (a corrupt value, naming the user). */
+DV365_API dv365_status dv365_store_get(dv365_store *s, uint64_t user_id, uint8_t *buf,
+                                       size_t cap, size_t *size);
+
+/* now - the creation time in user_id's blob (seconds; negative if the blob
+ * is from the future).  Errors as dv365_store_get. */
+DV365_API dv365_status dv365_store_age(dv365_store *s, uint64_t user_id, int64_t now,
+                                       int64_t *age_seconds);
+
+/* A reader: a read snapshot of one generation, for the request path.
+ * _begin takes a snapshot of the current generation; _get returns a
+ * pointer into the memory map (no copy), valid until _end; _end releases
+ * the snapshot.  Keep snapshots short (per request): an open snapshot keeps
+ * the pages of its generation from being reused. */
+typedef struct dv365_store_reader dv365_store_reader;
+DV365_API dv365_status dv365_store_reader_create(dv365_store *s, dv365_store_reader **out);
+DV365_API void dv365_store_reader_free(dv365_store_reader *r);
+DV365_API dv365_status dv365_store_reader_begin(dv365_store_reader *r);
+DV365_API void dv365_store_reader_end(dv365_store_reader *r);
+/* The snapshot's generation, as dv365_store_info (DV365_E_STATE outside
+ * _begin/_end). */
+DV365_API dv365_status dv365_store_reader_info(const dv365_store_reader *r, uint64_t *generation,
+                                               uint64_t *fingerprint, int64_t *created,
+                                               size_t *count, size_t *k, size_t *dim);
+/* Validated blob of user_id in the snapshot.  Errors as dv365_store_get. */
+DV365_API dv365_status dv365_store_reader_get(dv365_store_reader *r, uint64_t user_id,
+                                              const uint8_t **blob, size_t *size);
+
+/* Writing a generation.  _begin starts generation current+1 (discarding an
+ * uncommitted one left behind by an interrupted writer); fingerprint (0 =
+ * do not check) and created describe it: every blob put must carry that
+ * fingerprint, and all blobs must share one K and D (DV365_E_MISMATCH).
+ * Puts are buffered and written in large transactions; a user put twice
+ * keeps its last blob.  _commit writes what is buffered and makes the
+ * generation current in one transaction, dropping the previous one.
+ * _abort discards the generation.  Only one generation can be written at a
+ * time (in any process): DV365_E_STATE otherwise.  A generation whose
+ * write failed (e.g. a full map: DV365_E_NOMEM "map full") accepts only
+ * _abort and _free; what was written before stays pending. */
+typedef struct dv365_store_gen dv365_store_gen;
+DV365_API dv365_status dv365_store_begin_generation(dv365_store *s, uint64_t fingerprint,
+                                                    int64_t created, dv365_store_gen **out);
+/* Continue the uncommitted generation left by an interrupted writer, with
+ * everything written up to its last checkpoint (or large transaction).
+ * DV365_E_NOT_FOUND if there is none. */
+DV365_API dv365_status dv365_store_resume_generation(dv365_store *s, dv365_store_gen **out);
+DV365_API dv365_status dv365_store_put(dv365_store_gen *g, uint64_t user_id, const uint8_t *blob,
+                                       size_t size);
+/* Write the buffered puts and data (size <= 65536 bytes: the writer's
+ * progress, e.g. which input users are done) in one transaction, so that a
+ * resumed generation holds exactly the puts its checkpoint describes. */
+DV365_API dv365_status dv365_store_checkpoint(dv365_store_gen *g, const void *data, size_t size);
+/* The last checkpoint's data (DV365_E_NOT_FOUND if none was written). */
+DV365_API dv365_status dv365_store_generation_checkpoint(dv365_store_gen *g, void *buf,
+                                                         size_t cap, size_t *size);
+/* The generation's number, fingerprint, creation time and the users
+ * written to disk so far (buffered puts not counted). */
+DV365_API dv365_status dv365_store_generation_info(const dv365_store_gen *g, uint64_t *generation,
+                                                   uint64_t *fingerprint, int64_t *created,
+                                                   size_t *stored);
+DV365_API dv365_status dv365_store_commit_generation(dv365_store_gen *g);
+DV365_API dv365_status dv365_store_abort_generation(dv365_store_gen *g);
+/* Release the handle.  Unless committed or aborted, the generation stays
+ * pending with what was written (buffered puts are dropped): resume it. */
+DV365_API void dv365_store_generation_free(dv365_store_gen *g);
+
+/* Batch generation: embed every user of a timeline file (with the history
+ * strictly before cutoff) and write their blobs into a new generation of
+ * the store, committed at the end.  Options are a versioned struct: set
+ * them up with dv365_generate_options_init, then change fields. */
+typedef struct dv365_generate_options {
+    size_t struct_size;     /* sizeof(dv365_generate_options); set by _init */
+    int nthreads;           /* threads for dv365_model_embed (default 1) */
+    size_t batch;           /* users embedded per call and per checkpoint (default 64) */
+    int resume;             /* nonzero: continue the store's pending generation if it
+                               was made from the same file, model and cutoff */
+    dv365_q4_method method; /* blob quantization (default DV365_Q4_MINMAX) */
+    int64_t created;        /* blob and generation time; 0 = the cutoff (default) */
+    /* Called after each checkpoint with the users done and the total; a
+     * nonzero return stops the run (DV365_E_STATE "stopped"), leaving the
+     * generation pending for a resumed run.  May be NULL. */
+    int (*progress)(void *ctx, size_t done, size_t total);
+    void *progress_ctx;
+} dv365_generate_options;
+
+DV365_API void dv365_generate_options_init(dv365_generate_options *opt);
+
+/* The output depends only on the model, the file, cutoff, created and
+ * method (not on nthreads, batch or interruptions).  opt may be NULL for
+ * the defaults.  Errors of the reader, the model and the store pass on;
+ * a resumed run over another file, model or cutoff is DV365_E_MISMATCH. */
+DV365_API dv365_status dv365_generate(const dv365_model *model, const char *timelines_path,
+                                      int64_t cutoff, dv365_store *store,
+                                      const dv365_generate_options *opt);
+
 /* @@ 4-bit quantization and blob API (issue 5) go here @@ */
 
 #ifdef __cplusplus

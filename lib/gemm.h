@@ -23,4 +23,8 @@ void dv_sgemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const
               size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc,
               int nthreads);
 
+/* Which sgemm microkernel runs (for benchmark reports): "avx512 12x16
+ * (libdv365)" or the name of BLIS's own sub-configuration. */
+const char *dv_gemm_kernel_name(void);
+
 #endif

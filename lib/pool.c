@@ -247,7 +247,10 @@ static size_t extra_bytes(const dv_slicer *s, size_t N)
     return dv_align64(N * sizeof(uint64_t)) + dv_align64(N * sizeof(double)) +
            dv_align64((s->max_dests + 1) * sizeof(uint32_t)) +
            dv_align64((s->max_dests + 1) * sizeof(float)) +
-           dv_align64((s->max_dests + 1) * sizeof(float *));
+           dv_align64((N + 1) * sizeof(float)) +     /* gw */
+           dv_align64((N + 1) * sizeof(uint32_t)) +  /* touched */
+           dv_align64((N + 1) * sizeof(float)) +     /* tw */
+           dv_align64((N + 1) * sizeof(float *));    /* ptr */
 }
 
 size_t dv365_pool_workspace_size(const dv365_pooler *pooler, size_t n_events)
@@ -265,7 +268,12 @@ typedef struct pool_call {
     double *wsum;     /* [N] */
     uint32_t *slices; /* [max_dests]: one item's slices */
     float *w;         /* [max_dests]: and weights */
-    const float **ptr; /* [max_dests] */
+    /* One row group's total weight per slice: gw[slice] (0 = untouched, kept
+     * zeroed between groups), the touched slices, their weights, pointers. */
+    float *gw;
+    uint32_t *touched;
+    float *tw;
+    const float **ptr;
 } pool_call;
 
 /* Shared argument checks and set-up of forward and backward. */
@@ -294,27 +302,39 @@ static dv365_status pool_begin(const char *fn, const dv365_pooler *pooler, dv365
     c->wsum = dv_arena_take(&arena, N * sizeof(double));
     c->slices = dv_arena_take(&arena, (s->max_dests + 1) * sizeof(uint32_t));
     c->w = dv_arena_take(&arena, (s->max_dests + 1) * sizeof(float));
-    c->ptr = dv_arena_take(&arena, (s->max_dests + 1) * sizeof(float *));
-    if (!c->counts || !c->wsum || !c->slices || !c->w || !c->ptr)
+    c->gw = dv_arena_take(&arena, (N + 1) * sizeof(float));
+    c->touched = dv_arena_take(&arena, (N + 1) * sizeof(uint32_t));
+    c->tw = dv_arena_take(&arena, (N + 1) * sizeof(float));
+    c->ptr = dv_arena_take(&arena, (N + 1) * sizeof(float *));
+    if (!c->counts || !c->wsum || !c->slices || !c->w || !c->gw || !c->touched || !c->tw ||
+        !c->ptr)
         return dv_error(DV365_E_INTERNAL, "%s: workspace layout", fn);
+    memset(c->gw, 0, N * sizeof(float));
     memset(c->counts, 0, N * sizeof(uint64_t));
     memset(c->wsum, 0, N * sizeof(double));
     return DV365_OK;
 }
 
 /* The table row of an item. */
-static inline const float *item_row(const dv365_pooler *pooler, const dv_item *it)
+static inline const float *item_row(const dv365_pooler *pooler, dv_item it)
 {
     const dv_slicer *s = &pooler->slicer;
-    size_t t = s->sources[it->source].table;
-    return pooler->tables[t] + (size_t)(it->key - s->table_offset[t]) * pooler->dim;
+    size_t t = s->sources[dv_item_source(s, it)].table;
+    return pooler->tables[t] + (size_t)(dv_item_key(s, it) - s->table_offset[t]) * pooler->dim;
+}
+
+/* The event record of an item (items come in row order: records at random). */
+static inline void prefetch_rec(const dv_slice_plan *p, dv_item it)
+{
+    __builtin_prefetch(p->recs + dv_item_event(it) * p->rec_words);
 }
 
 /* End of the group of items sharing items[g]'s row. */
-static inline size_t group_end(const dv_item *items, size_t n, size_t g)
+static inline size_t group_end(const dv_slicer *s, const dv_item *items, size_t n, size_t g)
 {
+    uint64_t key = dv_item_key(s, items[g]);
     size_t e = g + 1;
-    while (e < n && items[e].key == items[g].key)
+    while (e < n && dv_item_key(s, items[e]) == key)
         e++;
     return e;
 }
@@ -346,32 +366,40 @@ dv365_status dv365_pool_forward(const dv365_pooler *pooler, dv365_workspace *ws,
         size_t n = dv_slice_block(&c.plan, s, tl, begin, end, &items);
         size_t ahead = 0; /* start of the next group to prefetch */
         for (int q = 0; q < DV_PREFETCH_ROWS && ahead < n; q++) {
-            prefetch_row(item_row(pooler, &items[ahead]), D);
-            ahead = group_end(items, n, ahead);
+            prefetch_row(item_row(pooler, items[ahead]), D);
+            ahead = group_end(s, items, n, ahead);
         }
         for (size_t g = 0, ge; g < n; g = ge) {
-            ge = group_end(items, n, g);
+            ge = group_end(s, items, n, g);
             if (ahead < n) {
-                prefetch_row(item_row(pooler, &items[ahead]), D);
-                ahead = group_end(items, n, ahead);
+                prefetch_row(item_row(pooler, items[ahead]), D);
+                ahead = group_end(s, items, n, ahead);
             }
-            const float *row = item_row(pooler, &items[g]);
+            /* Sum the group's weights per slice first (a popular row often
+             * recurs in a slice), then add the row once into each slice. */
+            size_t nt = 0;
             for (size_t k = g; k < ge; k++) {
-                if (k + DV_PREFETCH_RECS < n) /* the event record of a later item */
-                    __builtin_prefetch(c.plan.recs + (size_t)items[k + DV_PREFETCH_RECS].event *
-                                                         c.plan.rec_words);
-                size_t nd = dv_item_dests(&c.plan, s, &items[k], c.slices, c.w);
-                size_t nb = 0;
+                if (k + DV_PREFETCH_RECS < n)
+                    prefetch_rec(&c.plan, items[k + DV_PREFETCH_RECS]);
+                size_t nd = dv_item_dests(&c.plan, s, items[k], c.slices, c.w);
                 for (size_t j = 0; j < nd; j++) {
-                    c.counts[c.slices[j]]++;
-                    c.wsum[c.slices[j]] += c.w[j];
+                    uint32_t sl = c.slices[j];
+                    c.counts[sl]++;
+                    c.wsum[sl] += c.w[j];
                     if (c.w[j] == 0)
                         continue; /* counts, adds nothing */
-                    y[nb] = X + (size_t)c.slices[j] * D;
-                    c.w[nb++] = c.w[j];
+                    if (c.gw[sl] == 0)
+                        c.touched[nt++] = sl;
+                    c.gw[sl] += c.w[j];
                 }
-                axpy_multi(D, row, nb, y, c.w);
             }
+            for (size_t q = 0; q < nt; q++) {
+                uint32_t sl = c.touched[q];
+                y[q] = X + (size_t)sl * D;
+                c.tw[q] = c.gw[sl];
+                c.gw[sl] = 0;
+            }
+            axpy_multi(D, item_row(pooler, items[g]), nt, y, c.tw);
         }
     }
 
@@ -552,7 +580,9 @@ dv365_status dv365_pool_backward(const dv365_pooler *pooler, dv365_workspace *ws
         const dv_item *items;
         size_t n = dv_slice_block(&c.plan, s, tl, begin, end, &items);
         for (size_t k = 0; k < n; k++) {
-            size_t nd = dv_item_dests(&c.plan, s, &items[k], c.slices, c.w);
+            if (k + DV_PREFETCH_RECS < n)
+                prefetch_rec(&c.plan, items[k + DV_PREFETCH_RECS]);
+            size_t nd = dv_item_dests(&c.plan, s, items[k], c.slices, c.w);
             for (size_t j = 0; j < nd; j++)
                 c.wsum[c.slices[j]] += c.w[j];
         }
@@ -570,30 +600,38 @@ dv365_status dv365_pool_backward(const dv365_pooler *pooler, dv365_workspace *ws
         const dv_item *items;
         size_t n = dv_slice_block(&c.plan, s, tl, begin, end, &items);
         for (size_t g = 0, ge; g < n; g = ge) {
-            ge = group_end(items, n, g);
-            size_t t = s->sources[items[g].source].table;
-            float *gr = NULL;
+            ge = group_end(s, items, n, g);
+            size_t t = s->sources[dv_item_source(s, items[g])].table;
+            size_t nt = 0;
             for (size_t k = g; k < ge; k++) {
-                size_t nd = dv_item_dests(&c.plan, s, &items[k], c.slices, c.w);
-                size_t nb = 0;
+                if (k + DV_PREFETCH_RECS < n)
+                    prefetch_rec(&c.plan, items[k + DV_PREFETCH_RECS]);
+                size_t nd = dv_item_dests(&c.plan, s, items[k], c.slices, c.w);
                 for (size_t j = 0; j < nd; j++) {
-                    float cj = (float)((double)c.w[j] * c.wsum[c.slices[j]]);
+                    uint32_t sl = c.slices[j];
+                    float cj = (float)((double)c.w[j] * c.wsum[sl]);
                     if (cj == 0)
                         continue; /* zero weight: this membership has no gradient */
-                    c.ptr[nb] = dX + (size_t)c.slices[j] * D;
-                    c.w[nb++] = cj;
+                    if (c.gw[sl] == 0)
+                        c.touched[nt++] = sl;
+                    c.gw[sl] += cj;
                 }
-                if (nb == 0)
-                    continue;
-                if (gr == NULL) {
-                    gr = grad_append(&grad->t[t], D, (size_t)(items[g].key - s->table_offset[t]));
-                    if (gr == NULL) {
-                        grad_reset(grad);
-                        return dv_error(DV365_E_NOMEM, "%s: cannot grow the gradient", fn);
-                    }
-                }
-                gather_multi(D, gr, nb, c.ptr, c.w);
             }
+            if (nt == 0)
+                continue; /* the row has no gradient: not listed */
+            for (size_t q = 0; q < nt; q++) {
+                uint32_t sl = c.touched[q];
+                c.ptr[q] = dX + (size_t)sl * D;
+                c.tw[q] = c.gw[sl];
+                c.gw[sl] = 0;
+            }
+            float *gr = grad_append(&grad->t[t], D,
+                                    (size_t)(dv_item_key(s, items[g]) - s->table_offset[t]));
+            if (gr == NULL) {
+                grad_reset(grad);
+                return dv_error(DV365_E_NOMEM, "%s: cannot grow the gradient", fn);
+            }
+            gather_multi(D, gr, nt, c.ptr, c.tw);
         }
     }
     if (c.plan.end > c.plan.block)

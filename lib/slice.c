@@ -155,7 +155,9 @@ dv365_status dv_slicer_init(dv_slicer *s, const dv365_config *cfg)
         }
     while (s->key_bits < 64 && (s->table_offset[cfg->n_tables] >> s->key_bits) != 0)
         s->key_bits++;
-    if (s->key_bits > 44) { /* 2^44 rows would be terabytes of tables */
+    while (s->src_bits < 16 && (s->n_sources >> s->src_bits) != 0)
+        s->src_bits++;
+    if (s->key_bits + s->src_bits + DV_ITEM_EVENT_BITS > 64) { /* terabytes of tables */
         dv_slicer_release(s);
         return dv_error(DV365_E_CONFIG, "slicer: the tables have too many rows in total");
     }
@@ -185,13 +187,14 @@ dv365_status dv_slicer_init(dv_slicer *s, const dv365_config *cfg)
 static void plan_sizes(const dv_slicer *s, size_t n_events, size_t sz[DV_PLAN_ARRAYS])
 {
     const dv365_config *cfg = s->cfg;
-    size_t S = s->max_segs, B = DV_MIN(n_events, dv_slice_block_events);
+    size_t S = s->max_segs;
+    size_t B = DV_MIN(DV_MIN(n_events, dv_slice_block_events), (size_t)1 << DV_ITEM_EVENT_BITS);
     size_t n_items = B * s->max_items + 1;
     sz[0] = (S + 1) * sizeof(size_t);                  /* seg_begin */
     sz[1] = S * s->n_words * sizeof(uint64_t);         /* seg_live */
     sz[2] = S * (s->n_targets + 1) * sizeof(uint32_t); /* seg_off */
     sz[3] = (S * cfg->n_slices + 1) * sizeof(uint32_t); /* seg_slices */
-    sz[4] = (B + 1) * (s->n_words + 2) * sizeof(uint64_t); /* recs */
+    sz[4] = (B + 1) * (s->n_words + 3) * sizeof(uint64_t); /* recs */
     sz[5] = n_items * sizeof(dv_item);                 /* items */
     sz[6] = n_items * sizeof(dv_item);                 /* tmp */
     sz[7] = 4 * 2048 * sizeof(size_t);                 /* hist */
@@ -242,11 +245,11 @@ dv365_status dv_slice_plan_init(dv_slice_plan *p, const dv_slicer *s, const dv36
     p->seg_off = ptr[2];
     p->seg_slices = ptr[3];
     p->recs = ptr[4];
-    p->rec_words = s->n_words + 2;
+    p->rec_words = s->n_words + 3;
     p->items = ptr[5];
     p->tmp = ptr[6];
     p->hist = ptr[7];
-    p->block = DV_MIN(tl->n, dv_slice_block_events);
+    p->block = DV_MIN(DV_MIN(tl->n, dv_slice_block_events), (size_t)1 << DV_ITEM_EVENT_BITS);
     size_t *win_lo = ptr[8], *win_hi = ptr[9];
 
     /* Segment boundaries: 0, end and every window edge, sorted and unique. */
@@ -305,11 +308,12 @@ static bool ranges_take(const dv_slice_def *d, const dv365_timeline *tl, size_t 
            dv_range_contains(&d->watch_score, tl->watch_score[i]);
 }
 
-/* LSD radix sort of items by key; stable, so ties keep the event order they
- * were made in.  Digits of at most 11 bits, as few passes as key_bits needs,
- * all histograms from one read.  hist holds 4 x 2048 counts.  Returns the
- * buffer holding the result. */
-static dv_item *sort_items(dv_item *a, dv_item *b, size_t n, unsigned key_bits, size_t *hist)
+/* LSD radix sort of items on their key bits (above `shift0`); stable, so
+ * ties keep the event order they were made in.  Digits of at most 11 bits,
+ * as few passes as key_bits needs, all histograms from one read; hist holds
+ * 4 x 2048 counts.  Returns the buffer holding the result. */
+static dv_item *sort_items(dv_item *a, dv_item *b, size_t n, unsigned shift0, unsigned key_bits,
+                           size_t *hist)
 {
     unsigned passes = (key_bits + 10) / 11; /* key_bits <= 44: dv_slicer_init */
     if (passes == 0)
@@ -319,16 +323,17 @@ static dv_item *sort_items(dv_item *a, dv_item *b, size_t n, unsigned key_bits, 
     memset(hist, 0, 4 * 2048 * sizeof *hist);
     for (size_t i = 0; i < n; i++)
         for (unsigned p = 0; p < passes; p++)
-            hist[p * 2048 + ((a[i].key >> (p * width)) & mask)]++;
+            hist[p * 2048 + ((a[i] >> (shift0 + p * width)) & mask)]++;
     for (unsigned p = 0; p < passes; p++) {
         size_t *h = hist + p * 2048, sum = 0;
+        unsigned shift = shift0 + p * width;
         for (size_t d = 0; d <= mask; d++) {
             size_t c = h[d];
             h[d] = sum;
             sum += c;
         }
         for (size_t i = 0; i < n; i++)
-            b[h[(a[i].key >> (p * width)) & mask]++] = a[i];
+            b[h[(a[i] >> shift) & mask]++] = a[i];
         dv_item *t = a;
         a = b;
         b = t;
@@ -364,6 +369,7 @@ size_t dv_slice_block(dv_slice_plan *p, const dv_slicer *s, const dv365_timeline
             if (bit_get(m, d) && !ranges_take(&cfg->defs[d], tl, i))
                 bit_clear(m, d);
         }
+        m[W + 2] = seg;
         float *wv = (float *)(m + W); /* indexed by dv_weight - 1 */
         wv[0] = dv_event_weight(tl, i, DV_WEIGHT_WATCH_SCORE);
         wv[1] = dv_event_weight(tl, i, DV_WEIGHT_WATCH_RATIO);
@@ -380,14 +386,12 @@ size_t dv_slice_block(dv_slice_plan *p, const dv_slicer *s, const dv365_timeline
                 continue;
             const dv_source *so = &s->sources[src];
             size_t row = dv365_hash_row(tl->id[so->field][i], cfg->table_rows[so->table]);
-            p->items[n_items++] = (dv_item){
-                .key = s->table_offset[so->table] + row,
-                .event = (uint32_t)(i - begin),
-                .source = (uint16_t)src,
-                .seg = (uint16_t)seg,
-            };
+            uint64_t key = s->table_offset[so->table] + row;
+            p->items[n_items++] = (key << (DV_ITEM_EVENT_BITS + s->src_bits)) |
+                                  ((uint64_t)src << DV_ITEM_EVENT_BITS) | (uint64_t)(i - begin);
         }
     }
-    *items = sort_items(p->items, p->tmp, n_items, s->key_bits, p->hist);
+    *items = sort_items(p->items, p->tmp, n_items, DV_ITEM_EVENT_BITS + s->src_bits, s->key_bits,
+                        p->hist);
     return n_items;
 }

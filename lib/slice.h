@@ -52,6 +52,7 @@ typedef struct dv_slicer {
     uint8_t *def_weight;       /* [n_defs] dv_weight of each def */
     uint64_t *table_offset;    /* [n_tables + 1]: first global row of each table */
     unsigned key_bits;         /* bits of the largest global row */
+    unsigned src_bits;         /* bits of the largest source index */
     size_t max_items;          /* most sources one event can need */
     size_t max_dests;          /* most slices one item can feed */
     size_t max_segs;           /* 2 * cfg->n_windows + 1 */
@@ -60,17 +61,28 @@ typedef struct dv_slicer {
 dv365_status dv_slicer_init(dv_slicer *s, const dv365_config *cfg);
 void dv_slicer_release(dv_slicer *s);
 
-/* Events sliced at once: bounds the workspace (item event offsets are
- * 32-bit).  A variable only so that tests can make it small. */
+/* Events sliced at once: bounds the workspace (item event offsets have 20
+ * bits).  A variable only so that tests can make it smaller. */
 #define DV_SLICE_BLOCK_DEFAULT ((size_t)1 << 20)
 extern size_t dv_slice_block_events;
 
-/* One (event, source) pair. key = table_offset[table] + row, the global row. */
-typedef struct dv_item {
-    uint64_t key;
-    uint32_t event; /* offset from the block's first event */
-    uint16_t source, seg;
-} dv_item;
+/* One (event, source) pair packed in 64 bits, from the top:
+ *   key    (key_bits)  = table_offset[table] + row, the global table row
+ *   source (src_bits)  index into sources
+ *   event  (20 bits)   offset from the block's first event
+ * Sorting on the key bits alone (stably) groups the items by row and keeps
+ * time order within a row. */
+typedef uint64_t dv_item;
+#define DV_ITEM_EVENT_BITS 20
+static inline size_t dv_item_event(dv_item it) { return (size_t)(it & ((1u << DV_ITEM_EVENT_BITS) - 1)); }
+static inline size_t dv_item_source(const dv_slicer *s, dv_item it)
+{
+    return (size_t)((it >> DV_ITEM_EVENT_BITS) & (((uint64_t)1 << s->src_bits) - 1));
+}
+static inline uint64_t dv_item_key(const dv_slicer *s, dv_item it)
+{
+    return it >> (DV_ITEM_EVENT_BITS + s->src_bits);
+}
 
 /* The per-call plan, carved from the workspace. */
 typedef struct dv_slice_plan {
@@ -82,10 +94,11 @@ typedef struct dv_slice_plan {
     uint32_t *seg_slices;
     size_t block;        /* events per block */
     /* Per event of the block, one record of rec_words uint64: the bitset of
-     * defs taking the event, then its 4 weights as floats (watch score, watch
-     * ratio, dwell s, log dwell), so one cache line serves an item. */
+     * defs taking the event, its 4 weights as floats (watch score, watch
+     * ratio, dwell s, log dwell) and its segment, so that one cache line
+     * serves an item. */
     uint64_t *recs;
-    size_t rec_words;    /* n_words + 2 */
+    size_t rec_words;    /* n_words + 3 */
     dv_item *items, *tmp; /* [block * max_items] each (radix sort ping-pong) */
     size_t *hist;        /* [2048] */
 } dv_slice_plan;
@@ -105,15 +118,15 @@ size_t dv_slice_block(dv_slice_plan *p, const dv_slicer *s, const dv365_timeline
 
 /* The slices item `it` feeds and the event's weight in each; returns their
  * number (<= s->max_dests). */
-static inline size_t dv_item_dests(const dv_slice_plan *p, const dv_slicer *s, const dv_item *it,
+static inline size_t dv_item_dests(const dv_slice_plan *p, const dv_slicer *s, dv_item it,
                                    uint32_t *slices, float *w)
 {
-    const size_t W = s->n_words;
-    const uint64_t *rec = p->recs + (size_t)it->event * p->rec_words;
+    const size_t W = s->n_words, src = dv_item_source(s, it);
+    const uint64_t *rec = p->recs + dv_item_event(it) * p->rec_words;
     const float *wv = (const float *)(rec + W); /* [4], indexed by dv_weight - 1 */
-    const uint64_t *sm = s->source_mask + (size_t)it->source * W;
-    const uint32_t *tgt = s->src_target + (size_t)it->source * s->n_defs;
-    const uint32_t *off = p->seg_off + (size_t)it->seg * (s->n_targets + 1);
+    const uint64_t *sm = s->source_mask + src * W;
+    const uint32_t *tgt = s->src_target + src * s->n_defs;
+    const uint32_t *off = p->seg_off + (size_t)rec[W + 2] * (s->n_targets + 1);
     size_t n = 0;
     for (size_t k = 0; k < W; k++) {
         for (uint64_t bits = rec[k] & sm[k]; bits != 0; bits &= bits - 1) {

@@ -52,16 +52,18 @@ static void ref_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha
 static void test_gemm_values(void **state)
 {
     (void)state;
-    const size_t m = 7, n = 9, k = 11, pad = 3;
-    for (int t = 0; t < 4; t++) {
-        bool ta = t & 1, tb = t & 2;
+    /* Small edge tiles, and sizes crossing the M, N and K blocking. */
+    static const size_t sizes[][3] = {{7, 9, 11}, {150, 40, 800}};
+    for (int c = 0; c < 8; c++) {
+        const size_t m = sizes[c / 4][0], n = sizes[c / 4][1], k = sizes[c / 4][2], pad = 3;
+        bool ta = c & 1, tb = c & 2;
         size_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
         float *A = randv((ta ? k : m) * lda, 1), *B = randv((tb ? n : k) * ldb, 1);
         float *C = randv(m * ldc, 1), *R = malloc(m * ldc * sizeof *R);
         memcpy(R, C, m * ldc * sizeof *R);
         dv_sgemm(ta, tb, m, n, k, 0.5f, A, lda, B, ldb, 2.0f, C, ldc, 1);
         ref_gemm(ta, tb, m, n, k, 0.5f, A, lda, B, ldb, 2.0f, R, ldc);
-        assert_true(test_max_rel_diff(C, R, m * ldc) < 1e-5);
+        assert_true(test_max_rel_diff(C, R, m * ldc) < 2e-5);
         /* beta 0 must ignore NaNs already in C. */
         for (size_t i = 0; i < m * ldc; i++)
             C[i] = NAN;
@@ -69,14 +71,15 @@ static void test_gemm_values(void **state)
         ref_gemm(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, R, ldc);
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++)
-                assert_true(fabsf(C[i * ldc + j] - R[i * ldc + j]) < 1e-4f);
+                assert_true(fabsf(C[i * ldc + j] - R[i * ldc + j]) < 2e-4f);
         free(A), free(B), free(C), free(R);
     }
 }
 
 /* BLIS never splits the K loop between threads, so C must be bitwise the
- * same for 1, 2 and 3 threads; the shapes cover the small-matrix ("sup") and
- * the packed paths and every transpose the layers use. */
+ * same for 1, 2 and 3 threads; the shapes cover tiny products (where BLIS's
+ * small-matrix kernels would break this), large ones, and every transpose
+ * the layers use. */
 static void test_gemm_thread_determinism(void **state)
 {
     (void)state;

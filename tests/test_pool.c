@@ -10,7 +10,8 @@
 #include <string.h>
 
 /* Every criterion, weight and window kind, with tables shared between
- * definitions; D = 19 exercises the 16-wide kernels and their tails. */
+ * definitions and between id fields; D = 19 exercises the 16-wide kernels
+ * and their tails. */
 static const char *yaml =
     "version: 1\n"
     "dim: 19\n"
@@ -42,6 +43,8 @@ static const char *yaml =
     "     windows: [7d]}\n"
     "  - {name: scored, weight: watch_score, pool: {author: author}, windows: [all]}\n"
     "  - {name: long, dwell_ms: {min: 20000}, pool: {topic: topic}, windows: [{from: 365d, to: 30d}]}\n"
+    /* a table shared by two id fields: rows of both meet in one group */
+    "  - {name: cross, timeline: implicit, pool: {topic: author}, windows: [all, 7d]}\n"
     "encoder: {heads: 1}\n";
 
 #define DAY INT64_C(86400)

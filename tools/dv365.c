@@ -15,6 +15,8 @@
 #include "dv365.h"
 #include "synth_user.h"
 
+int cmd_synth(int argc, char **argv); /* cmd_synth.c */
+
 #define EXIT_USAGE 2
 
 static int fail_status(const char *what, dv365_status st)
@@ -350,6 +352,7 @@ static const command commands[] = {
     {"demo", cmd_demo, "one synthetic user through pool, encode and the 4-bit blob"},
     {"init", cmd_init, "create a model directory with seeded weights"},
     {"inspect", cmd_inspect, "show a config, a model directory or a blob"},
+    {"synth", cmd_synth, "generate the synthetic world (timelines, examples, truth)"},
 };
 
 static void usage(FILE *f)
