@@ -117,6 +117,22 @@ int main(int argc, char **argv)
             lat1[r - 200] = t;
     }
     double b1_p50 = quantile(lat1, REPS1, 0.5), b1_p99 = quantile(lat1, REPS1, 0.99);
+    /* The two halves alone (p50), to see where the time goes. */
+    for (size_t r = 0; r < REPS1; r++) {
+        size_t u = r % USERS;
+        double t = now();
+        if (dv365_blob_decode(blobs + u * bs, bs, fp, K, D, U))
+            DIE("decode");
+        lat1[r] = now() - t;
+    }
+    double dec_p50 = quantile(lat1, REPS1, 0.5);
+    for (size_t r = 0; r < REPS1; r++) {
+        double t = now();
+        if (dv365_adapter_forward(ad, ws, 1, U, y, nt))
+            DIE("forward");
+        lat1[r] = now() - t;
+    }
+    double fwd_p50 = quantile(lat1, REPS1, 0.5);
 
     /* --- batch 64 ------------------------------------------------------ */
     for (size_t r = 0; r < REPS64 + 10; r++) {
@@ -183,6 +199,8 @@ int main(int argc, char **argv)
            pb1_p50 * 1e6, pb1_p99 * 1e6, pb1_p50 / b1_p50);
     printf("%-30s %11.2f %11.2f %11.2f %11.2f %8.2f\n", "batch 64 (batch time / 64)",
            b64_p50 * 1e6, b64_p99 * 1e6, pb64_p50 * 1e6, pb64_p99 * 1e6, pb64_p50 / b64_p50);
+    printf("%-30s %11.2f\n", "  of which blob decode", dec_p50 * 1e6);
+    printf("%-30s %11.2f\n", "  of which adapter forward", fwd_p50 * 1e6);
     printf("%-30s %11.0f %11s %11.0f %11s\n", "users/s batch 1 (1/p50)", 1 / b1_p50, "",
            1 / pb1_p50, "");
     printf("%-30s %11.0f %11s %11.0f %11s\n", "users/s batch 64 (1/p50)", 1 / b64_p50, "",

@@ -133,6 +133,13 @@ DV365_API dv365_status dv365_config_code(const dv365_config *cfg, dv365_vocab vo
                                          const char *name, int32_t *code);
 DV365_API const char *dv365_config_code_name(const dv365_config *cfg, dv365_vocab vocab,
                                              int32_t code);
+/* The training tasks of the backbone, in logit order, and the number of
+ * dense features of a training example. */
+DV365_API size_t dv365_config_num_tasks(const dv365_config *cfg);
+DV365_API const char *dv365_config_task_name(const dv365_config *cfg, size_t task);
+/* 1 for a binary task (sigmoid + BCE), 0 for regression (MSE), -1 if out of range. */
+DV365_API int dv365_config_task_is_binary(const dv365_config *cfg, size_t task);
+DV365_API size_t dv365_config_num_dense(const dv365_config *cfg);
 
 /* ------------------------------------------------------------------------ */
 /* Timeline: one user's events (docs/timeline.md)                            */
@@ -425,6 +432,81 @@ DV365_API dv365_status dv365_csv_to_timelines(const char *csv_path, const dv365_
 DV365_API dv365_status dv365_csv_to_examples(const char *csv_path, char delimiter,
                                              const char *out_path, size_t *rows_read);
 
+/* ------------------------------------------------------------------------ */
+/* Training (docs/training.md)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Trains a model in place: its pooling tables and encoder, inside the DLRM
+ * backbone it carries (config sections "backbone" and "training").  A
+ * trainer belongs to one thread; nobody else may use the model during a
+ * step.  Steps and evaluations are bitwise identical for any nthreads. */
+typedef struct dv365_trainer dv365_trainer;
+
+DV365_API dv365_status dv365_trainer_create(dv365_model *model, dv365_trainer **out);
+DV365_API void dv365_trainer_free(dv365_trainer *trainer);
+/* Optimizer steps taken (including those before a resume). */
+DV365_API uint64_t dv365_trainer_steps(const dv365_trainer *trainer);
+
+/* One optimizer step on batch examples.  Example b: the user's timeline
+ * timelines[b] (events strictly before label_times[b] - training.gap are
+ * used), the candidate item_ids[3b..3b+2] (media, author, topic),
+ * dense[b * n_dense ..] (may be NULL without dense features) and
+ * labels[b * n_tasks ..] in config task order.  Examples with the same
+ * timeline and label time share one pooling and encoding pass.  *loss
+ * (may be NULL) receives the weighted multi-task loss of the batch.  A
+ * non-finite gradient norm skips the step (DV365_E_NONFINITE). */
+DV365_API dv365_status dv365_trainer_step(dv365_trainer *trainer, size_t batch,
+                                          const dv365_timeline *const *timelines,
+                                          const int64_t *label_times, const uint64_t *item_ids,
+                                          const float *dense, const float *labels, double *loss,
+                                          int nthreads);
+/* Per-task loss (unweighted batch mean) of the last step. */
+DV365_API dv365_status dv365_trainer_task_loss(const dv365_trainer *trainer, size_t task,
+                                               double *loss);
+
+/* Evaluation: forward passes whose metrics accumulate until _eval_reset.
+ * logits [batch * n_tasks] may be NULL. */
+DV365_API void dv365_trainer_eval_reset(dv365_trainer *trainer);
+DV365_API dv365_status dv365_trainer_eval_batch(dv365_trainer *trainer, size_t batch,
+                                                const dv365_timeline *const *timelines,
+                                                const int64_t *label_times,
+                                                const uint64_t *item_ids, const float *dense,
+                                                const float *labels, float *logits, int nthreads);
+/* Metrics of task since the reset: NE (TorchRec's definition) and AUC for
+ * a binary task, MSE (on log1p of the target when the task fits it) for a
+ * regression task; the others, and an AUC with one class only, are NaN.
+ * Any output pointer may be NULL. */
+DV365_API dv365_status dv365_trainer_eval_result(dv365_trainer *trainer, size_t task, double *ne,
+                                                 double *auc, double *mse);
+/* Mean loss per example and the number of examples since the reset. */
+DV365_API dv365_status dv365_trainer_eval_loss(const dv365_trainer *trainer, double *loss,
+                                               size_t *n_examples);
+
+/* Train from files (docs/data.md): `steps` steps of training.batch_size
+ * examples (0 = to the end of the current epoch), in an order that is a
+ * pure function of training.seed and the examples consumed so far (windows
+ * of 65,536 examples shuffled; epochs wrap around the file), so a resumed
+ * trainer continues exactly.  progress (may be NULL) is called after each
+ * step; a nonzero return stops (DV365_E_STATE). */
+DV365_API dv365_status dv365_trainer_train_files(
+    dv365_trainer *trainer, const char *timelines_path, const char *examples_path,
+    uint64_t steps, int (*progress)(void *ctx, uint64_t step, uint64_t total, double loss),
+    void *ctx, int nthreads);
+/* Evaluate every example of a file (resets the metrics first). */
+DV365_API dv365_status dv365_trainer_eval_files(dv365_trainer *trainer, const char *timelines_path,
+                                                const char *examples_path, int nthreads);
+
+/* Checkpoint into dir: dir/step-<N>/ is a complete model directory (with
+ * the backbone) plus trainer_state.safetensors (optimizer state, step,
+ * data position); dir/LATEST names the newest step, written last, so a
+ * crash never loses the previous checkpoint.  dv365_model_load(dir) loads
+ * the newest model. */
+DV365_API dv365_status dv365_trainer_save(dv365_trainer *trainer, const char *dir);
+/* Load the newest checkpoint of dir (or a step directory): the model and a
+ * trainer that continues with bitwise the same steps. */
+DV365_API dv365_status dv365_trainer_resume(const char *dir, dv365_model **model,
+                                            dv365_trainer **trainer);
+
 /* @@ encoder API (issue 3) goes here @@ */
 
 /* ------------------------------------------------------------------------ */
@@ -592,8 +674,9 @@ typedef struct dv365_store dv365_store;
                                    system crash may lose or damage recent
                                    generations (tests, scratch stores) */
 /* The map size used when map_size is 0 on a new store: the most bytes the
- * store can hold (address space is reserved, disk is used as written). */
-#define DV365_STORE_DEFAULT_MAP_SIZE ((size_t)64 << 30)
+ * store can hold (address space is reserved, disk is used as written).
+ * 16 GiB holds about a million 58 x 256 users with room for a refresh. */
+#define DV365_STORE_DEFAULT_MAP_SIZE ((size_t)16 << 30)
 
 /* Open (and unless READONLY, create) the store in directory path.
  * map_size caps the store's bytes (0: the store's recorded size, or

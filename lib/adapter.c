@@ -206,11 +206,14 @@ float *dv365_adapter_params(dv365_adapter *a) { return a ? a->params : NULL; }
 
 size_t dv365_adapter_workspace_size(const dv365_adapter *a, size_t batch)
 {
-    if (a == NULL || a->kind != DV365_ADAPTER_GATENET_BIT)
+    size_t n = 0;
+    if (a == NULL)
         return 0;
-    /* The bit-wise backward keeps one [B, K, D] array of pre-activations. */
-    size_t n;
-    if (!dv_mul_size(batch, a->k * a->d, &n) || !dv_mul_size(n, sizeof(float), &n))
+    if (a->kind == DV365_ADAPTER_LINEAR) /* the forward's partial sums */
+        n = dv_proj_scratch_floats(batch, a->out_dim);
+    else if (a->kind == DV365_ADAPTER_GATENET_BIT) /* the backward's [B, K, D] */
+        n = dv_mul_size(batch, a->k * a->d, &n) ? n : SIZE_MAX;
+    if (n == SIZE_MAX || !dv_mul_size(n, sizeof(float), &n))
         return SIZE_MAX;
     return n;
 }
@@ -250,13 +253,13 @@ static dv365_status check_call(const char *fn, const dv365_adapter *a, size_t ba
     return check_finite(fn, "U", "token", U, batch, a->k, a->d);
 }
 
+/* The call's scratch from ws; only for kinds that need some (NULL with the
+ * error recorded on failure). */
 static float *adapter_scratch(const dv365_adapter *a, dv365_workspace *ws, size_t batch)
 {
     size_t bytes = dv365_adapter_workspace_size(a, batch);
-    if (bytes == 0)
-        return NULL;
-    if (bytes == SIZE_MAX) {
-        dv_error(DV365_E_NOMEM, "adapter: workspace size overflows");
+    if (bytes == 0 || bytes == SIZE_MAX) {
+        dv_error(DV365_E_NOMEM, "adapter: workspace size overflows for batch %zu", batch);
         return NULL;
     }
     return dv_workspace_get(ws, bytes);
@@ -278,9 +281,13 @@ dv365_status dv365_adapter_forward(const dv365_adapter *a, dv365_workspace *ws, 
     const float *W = a->params, *bias = a->params ? a->params + a->n_weight : NULL;
     size_t K = a->k, D = a->d;
     switch (a->kind) {
-    case DV365_ADAPTER_LINEAR: /* one GEMM: vec(U) of all users [B, K*D] · W^T */
-        dv_linear_forward(out, U, W, bias, batch, K * D, a->out_dim, nthreads);
+    case DV365_ADAPTER_LINEAR: { /* vec(U) of all users [B, K*D] · W^T */
+        float *scratch = adapter_scratch(a, ws, batch);
+        if (scratch == NULL)
+            return DV365_E_NOMEM;
+        dv_proj_forward(out, scratch, U, W, bias, batch, K * D, a->out_dim, nthreads);
         break;
+    }
     case DV365_ADAPTER_GATENET_VECTOR:
         dv_gate_vector_forward(out, U, W, bias, batch, K, D);
         break;

@@ -1,9 +1,9 @@
-/* adapter.h — the GateNet feature-embedding gates of the downstream
- * adapters (internal; the public handle is in adapter.c, the math in
- * docs/adapters.md).
+/* adapter.h — the layers of the downstream adapters (internal; the public
+ * handle is in adapter.c, the math in docs/adapters.md).
  *
- * The linear and prefix adapters are plain dv_linear_* layers (nn.h); the
- * two gates below are the only new layers.  As everywhere in lib/, shapes
+ * The prefix projection and every backward GEMM are plain dv_linear_* /
+ * dv_sgemm (nn.h, gemm.h); the linear adapter's forward has its own
+ * matrix-vector-friendly kernel, and the GateNet gates are new layers.  As everywhere in lib/, shapes
  * are explicit, U is [B, K, D] row-major (B users of K tokens), and the
  * backward functions ACCUMULATE into gradient buffers the caller zeroed. */
 #ifndef DV365_ADAPTER_H
@@ -14,6 +14,15 @@
 #include <math.h>
 
 static inline float dv_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+/* y[rows, out] = x[rows, in] · W^T + b (W [out, in], b may be NULL) for the
+ * linear adapter (adapter_proj.c): each element summed in an order fixed by
+ * `in` alone, so a row's result does not depend on the other rows, the
+ * thread count or the CPU's vector width.  scratch holds
+ * dv_proj_scratch_floats(rows, out) floats (SIZE_MAX on overflow). */
+size_t dv_proj_scratch_floats(size_t rows, size_t out);
+void dv_proj_forward(float *y, float *scratch, const float *x, const float *W, const float *b,
+                     size_t rows, size_t in, size_t out, int nthreads);
 
 /* Vector-wise gate, one scalar per token k (w [K, D], b [K]):
  *   out[b,k,:] = sigmoid(w[k] . U[b,k,:] + b[k]) * U[b,k,:]. */

@@ -8,12 +8,19 @@
 #include "config.h"
 #include "interaction.h"
 #include "nn.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #define BB_SEED_TAG (UINT64_C(0xBB) << 32)
+
+/* The interaction is one small GEMM per example (62 x 62 x 256 at the
+ * default sizes): threads split the examples, each running its GEMMs on
+ * one BLIS thread, rather than splitting every tiny GEMM.  At most this
+ * many chunks, each with its own F x F scratch. */
+#define BB_MAX_CHUNKS 16
 
 static const char *const field_name[DV_NUM_FIELDS] = {"media", "author", "topic"};
 
@@ -305,11 +312,14 @@ static size_t take(layout *L, size_t a, size_t b)
     return o;
 }
 
+/* Interaction scratch slots (one per chunk of examples). */
+static size_t inter_slots(size_t B) { return DV_MIN(B, (size_t)BB_MAX_CHUNKS); }
+
 /* Activations of a forward, in floats:
  *   h[i]    [B, out_i] the output of Linear i after its ReLU, for every layer
  *           but the last top one (whose output is the caller's logits); the
  *           last bottom layer's h is z0;
- *   Z       [B, F, D], inter [B, od], scratch [F, F] (interaction). */
+ *   Z       [B, F, D], inter [B, od], scratch [slots, F, F] (interaction). */
 typedef struct acts_layout {
     size_t h[130]; /* <= 65 bottom + 65 top layers (check_config) */
     size_t Z, inter, scratch, total;
@@ -324,15 +334,15 @@ static acts_layout layout_acts(const dv_backbone *bb, size_t B)
         a.h[i] = take(&L, B, bb->lin[i].out);
     a.Z = take(&L, B, bb->F * bb->D);
     a.inter = take(&L, B, bb->od);
-    a.scratch = take(&L, bb->F, bb->F);
+    a.scratch = take(&L, inter_slots(B), bb->F * bb->F);
     a.total = L.off;
     a.ovf = L.ovf;
     return a;
 }
 
 /* Backward scratch: dZ [B,F,D], dinter [B,od], two ping-pong gradients
- * [B, max_width], interaction scratch [F,F], and 3·B size_t (rows, order,
- * merge buffer) for the item rows. */
+ * [B, max_width], interaction scratch [slots,F,F], and 3·B size_t (rows,
+ * order, merge buffer) for the item rows. */
 typedef struct back_layout {
     size_t dZ, dinter, g0, g1, scratch, idx, total;
     bool ovf;
@@ -346,7 +356,7 @@ static back_layout layout_back(const dv_backbone *bb, size_t B)
     t.dinter = take(&L, B, bb->od);
     t.g0 = take(&L, B, bb->max_width);
     t.g1 = take(&L, B, bb->max_width);
-    t.scratch = take(&L, bb->F, bb->F);
+    t.scratch = take(&L, inter_slots(B), bb->F * bb->F);
     t.idx = take(&L, B, 3 * sizeof(size_t) / sizeof(float));
     t.total = L.off;
     t.ovf = L.ovf;
@@ -404,6 +414,40 @@ static dv365_status check_batch(const char *fn, const dv_backbone *bb, size_t B,
                         bb->n_dense);
     if (bb->n_items && item_ids == NULL)
         return dv_error(DV365_E_NULL, "%s: argument 'item_ids' is NULL", fn);
+    return DV365_OK;
+}
+
+/* The interaction over B examples, forward (out from Z) or backward (dZ +=
+ * from dout), examples split into chunks that run in parallel.  Examples
+ * are independent and every GEMM runs on one BLIS thread, so the result
+ * does not depend on the chunking. */
+typedef struct inter_job {
+    const dv_backbone *bb;
+    bool backward;
+    float *out, *dZ, *scratch;
+    const float *Z, *dout;
+    dv365_status st[BB_MAX_CHUNKS];
+} inter_job;
+
+static void inter_chunk(void *ctx, size_t begin, size_t end, int chunk)
+{
+    inter_job *j = ctx;
+    size_t F = j->bb->F, D = j->bb->D, od = j->bb->od, n = end - begin;
+    float *scratch = j->scratch + (size_t)chunk * F * F;
+    const float *Z = j->Z + begin * F * D;
+    j->st[chunk] = j->backward ? dv_interaction_backward(j->dZ + begin * F * D, scratch,
+                                                         j->dout + begin * od, Z, n, F, D, 1)
+                               : dv_interaction_forward(j->out + begin * od, scratch, Z, n, F,
+                                                        D, 1);
+}
+
+static dv365_status interaction(inter_job *j, size_t B, int nthreads)
+{
+    int chunks = (int)DV_MIN((size_t)nthreads, inter_slots(B));
+    dv_parallel_for(chunks, B, inter_chunk, j);
+    for (int c = 0; c < chunks; c++)
+        if (j->st[c] != DV365_OK) /* sizes were checked: this cannot happen */
+            return dv_error(DV365_E_INTERNAL, "backbone: interaction failed (%d)", (int)j->st[c]);
     return DV365_OK;
 }
 
@@ -466,7 +510,9 @@ dv365_status dv_backbone_forward(const dv_backbone *bb, size_t B, const float *d
                    D * sizeof *z);
         memcpy(z + bb->u0 * D, U + b * K * D, K * D * sizeof *z);
     }
-    if ((st = dv_interaction_forward(acts + a.inter, acts + a.scratch, Z, B, F, D, nthreads)))
+    inter_job ij = {.bb = bb, .backward = false, .out = acts + a.inter, .scratch = acts + a.scratch,
+                    .Z = Z};
+    if ((st = interaction(&ij, B, nthreads)) != DV365_OK)
         return st;
     /* top MLP: ReLU after each hidden layer, raw logits out. */
     x = acts + a.inter;
@@ -596,8 +642,9 @@ dv365_status dv_backbone_backward(const dv_backbone *bb, dv365_workspace *ws, si
     /* interaction -> dZ */
     float *dZ = s + bl.dZ;
     memset(dZ, 0, B * F * D * sizeof *dZ);
-    if ((st = dv_interaction_backward(dZ, s + bl.scratch, s + bl.dinter, acts + a.Z, B, F, D,
-                                      nthreads)))
+    inter_job ij = {.bb = bb, .backward = true, .dZ = dZ, .scratch = s + bl.scratch,
+                    .Z = acts + a.Z, .dout = s + bl.dinter};
+    if ((st = interaction(&ij, B, nthreads)) != DV365_OK)
         return st;
     if (dU != NULL)
         for (size_t b = 0; b < B; b++) {

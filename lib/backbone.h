@@ -48,9 +48,11 @@
  *                   finalizer; the tags stay clear of the pooling tables'
  *                   seed ^ mix64(t + 1)).
  *
- * Threads: the weights are read-only during forward/backward; nthreads goes
- * to BLIS, every other loop runs in a fixed order, so results are bitwise
- * identical for any thread count. */
+ * Threads: the weights are read-only during forward/backward.  nthreads
+ * goes to BLIS for the Linear layers; the interaction (one small GEMM per
+ * example) splits the examples between nthreads threads instead, each GEMM
+ * on one BLIS thread.  Every other loop runs in a fixed order, so results
+ * are bitwise identical for any thread count. */
 #ifndef DV365_BACKBONE_H
 #define DV365_BACKBONE_H
 
@@ -103,8 +105,8 @@ dv365_status dv_backbone_item_table(dv_backbone *bb, size_t i, float **data, siz
  * Free it with dv365_pool_grad_free; read it with dv365_pool_grad_table. */
 dv365_status dv_backbone_item_grad_create(const dv_backbone *bb, dv365_pool_grad **out);
 
-/* Floats of activations a forward of B examples keeps (64-byte aligned
- * block from the caller); SIZE_MAX if that overflows. */
+/* Floats of activations a forward of B examples keeps (a block from the
+ * caller, which the backward reads); SIZE_MAX if that overflows. */
 size_t dv_backbone_acts_floats(const dv_backbone *bb, size_t B);
 /* Workspace bytes dv_backbone_backward needs for B examples; SIZE_MAX on
  * overflow. */

@@ -1268,6 +1268,25 @@ dv365_status dv365_config_code(const dv365_config *cfg, dv365_vocab vocab, const
     return DV365_OK;
 }
 
+size_t dv365_config_num_tasks(const dv365_config *cfg)
+{
+    return cfg ? cfg->backbone.n_tasks : 0;
+}
+
+const char *dv365_config_task_name(const dv365_config *cfg, size_t task)
+{
+    return cfg && task < cfg->backbone.n_tasks ? cfg->backbone.task_names[task] : NULL;
+}
+
+int dv365_config_task_is_binary(const dv365_config *cfg, size_t task)
+{
+    if (!cfg || task >= cfg->backbone.n_tasks)
+        return -1;
+    return cfg->backbone.tasks[task].kind == DV_TASK_BINARY;
+}
+
+size_t dv365_config_num_dense(const dv365_config *cfg) { return cfg ? cfg->backbone.n_dense : 0; }
+
 const char *dv365_config_code_name(const dv365_config *cfg, dv365_vocab vocab, int32_t code)
 {
     char *const *names;

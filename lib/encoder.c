@@ -354,7 +354,9 @@ static infer_layout layout_infer(const dv365_encoder *e, size_t B)
 
 /* One pre-LN layer on B users of T tokens: out = x + attn(LN1(x)), then
  * out += fc2(GELU(fc1(LN2(out)))).  tmp [B·T, D] receives the branch
- * outputs.  In inference x, a->x_mid and a->out are one buffer. */
+ * outputs.  In inference x, a->x_mid and a->out are one buffer.  The biases
+ * of out_proj and fc2 are added in the residual adds and fc1's in the GELU
+ * pass, which saves a pass over memory each. */
 static void layer_forward(const dv365_encoder *e, const enc_layer *w, const layer_acts *a,
                           const float *x, float *tmp, size_t B, size_t T, bool keep,
                           int nthreads)
@@ -363,14 +365,14 @@ static void layer_forward(const dv365_encoder *e, const enc_layer *w, const laye
     size_t R = B * T, D = e->D, F = e->F;
     dv_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + w->ln1_w, P + w->ln1_b, R, D);
     dv_attention_forward(tmp, a->qkv, a->att, a->ctx, a->ln1, P + w->in_w, P + w->in_b,
-                         P + w->out_w, P + w->out_b, B, T, D, e->H, keep, nthreads);
-    dv_residual_forward(a->x_mid, x, tmp, R * D);
+                         P + w->out_w, NULL, B, T, D, e->H, keep, nthreads);
+    dv_residual_bias_forward(a->x_mid, x, tmp, P + w->out_b, R, D);
     dv_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, P + w->ln2_w,
                          P + w->ln2_b, R, D);
-    dv_linear_forward(a->h, a->ln2, P + w->fc1_w, P + w->fc1_b, R, D, F, nthreads);
-    dv_gelu_forward(a->g, a->h, R * F);
-    dv_linear_forward(tmp, a->g, P + w->fc2_w, P + w->fc2_b, R, F, D, nthreads);
-    dv_residual_forward(a->out, a->x_mid, tmp, R * D);
+    dv_linear_forward(a->h, a->ln2, P + w->fc1_w, NULL, R, D, F, nthreads);
+    dv_bias_gelu_forward(a->h, a->g, P + w->fc1_b, R, F);
+    dv_linear_forward(tmp, a->g, P + w->fc2_w, NULL, R, F, D, nthreads);
+    dv_residual_bias_forward(a->out, a->x_mid, tmp, P + w->fc2_b, R, D);
 }
 
 /* x0 [B·N, D] = X + pos, user by user. */

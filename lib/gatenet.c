@@ -6,6 +6,7 @@
  * starts at 0 so a fresh gate is exactly the paper's. */
 #include "adapter.h"
 #include "gemm.h"
+#include "parallel.h"
 
 #include <string.h>
 
@@ -51,57 +52,88 @@ void dv_gate_vector_backward(float *dw, float *dbias, float *dU, const float *do
         }
 }
 
-/* z[b,k,:] = W[k] U[b,k,:] + bias[k] for all users: per token one GEMM
- * [B, D] x [D, D]^T whose rows are K*D floats apart. */
-static void gate_bit_preact(float *z, const float *U, const float *W, const float *bias,
-                            size_t B, size_t K, size_t D, int nthreads)
+/* The bit-wise gate works token by token: per token one GEMM over all
+ * users, [B, D] x [D, D]^T, whose rows are K*D floats apart.  Tokens are
+ * independent, so threads take whole tokens (each GEMM single-threaded):
+ * that avoids a BLIS thread team per small GEMM, and the result is the
+ * same for any split. */
+typedef struct gate_bit_job {
+    float *out, *dW, *dbias, *dU, *scratch;
+    const float *dout, *U, *W, *bias;
+    size_t B, K, D;
+} gate_bit_job;
+
+/* z[b,k,:] = W[k] U[b,k,:] + bias[k] for every user b. */
+static void gate_bit_preact(float *z, const gate_bit_job *j, size_t k)
 {
-    size_t ld = K * D;
-    for (size_t b = 0; b < B; b++)
-        for (size_t k = 0; k < K; k++)
-            memcpy(z + b * ld + k * D, bias + k * D, D * sizeof *z);
-    for (size_t k = 0; k < K; k++)
-        dv_sgemm(false, true, B, D, D, 1.0f, U + k * D, ld, W + k * D * D, D, 1.0f, z + k * D,
-                 ld, nthreads);
+    size_t ld = j->K * j->D, D = j->D;
+    for (size_t b = 0; b < j->B; b++)
+        memcpy(z + b * ld + k * D, j->bias + k * D, D * sizeof *z);
+    dv_sgemm(false, true, j->B, D, D, 1.0f, j->U + k * D, ld, j->W + k * D * D, D, 1.0f,
+             z + k * D, ld, 1);
+}
+
+static void gate_bit_forward_tokens(void *ctx, size_t k0, size_t k1, int chunk)
+{
+    DV_UNUSED(chunk);
+    const gate_bit_job *j = ctx;
+    size_t ld = j->K * j->D, D = j->D;
+    for (size_t k = k0; k < k1; k++) {
+        gate_bit_preact(j->out, j, k);
+        for (size_t b = 0; b < j->B; b++) {
+            float *o = j->out + b * ld + k * D;
+            const float *u = j->U + b * ld + k * D;
+            for (size_t d = 0; d < D; d++)
+                o[d] = dv_sigmoid(o[d]) * u[d];
+        }
+    }
 }
 
 void dv_gate_bit_forward(float *out, const float *U, const float *W, const float *bias, size_t B,
                          size_t K, size_t D, int nthreads)
 {
-    gate_bit_preact(out, U, W, bias, B, K, D, nthreads);
-    size_t n = B * K * D;
-    for (size_t i = 0; i < n; i++)
-        out[i] = dv_sigmoid(out[i]) * U[i];
+    gate_bit_job j = {.out = out, .U = U, .W = W, .bias = bias, .B = B, .K = K, .D = D};
+    dv_parallel_for(nthreads, K, gate_bit_forward_tokens, &j);
+}
+
+static void gate_bit_backward_tokens(void *ctx, size_t k0, size_t k1, int chunk)
+{
+    DV_UNUSED(chunk);
+    const gate_bit_job *j = ctx;
+    size_t ld = j->K * j->D, D = j->D, B = j->B;
+    for (size_t k = k0; k < k1; k++) {
+        float *dz = j->scratch + k * D; /* token k of user b at dz + b * ld */
+        gate_bit_preact(j->scratch, j, k);
+        /* The direct path g ⊙ dout, then turn each pre-activation into dz. */
+        for (size_t b = 0; b < B; b++)
+            for (size_t d = 0; d < D; d++) {
+                size_t i = b * ld + k * D + d;
+                float g = dv_sigmoid(dz[b * ld + d]);
+                if (j->dU != NULL)
+                    j->dU[i] += g * j->dout[i];
+                dz[b * ld + d] = j->dout[i] * j->U[i] * g * (1.0f - g);
+            }
+        if (j->dbias != NULL)
+            for (size_t b = 0; b < B; b++)
+                for (size_t d = 0; d < D; d++)
+                    j->dbias[k * D + d] += dz[b * ld + d];
+        /* dW[k] [D,D] += dz_k^T [D,B] · U_k [B,D]: the sum over users runs
+         * inside one GEMM. */
+        if (j->dW != NULL)
+            dv_sgemm(true, false, D, D, B, 1.0f, dz, ld, j->U + k * D, ld, 1.0f,
+                     j->dW + k * D * D, D, 1);
+        /* dU_k [B,D] += dz_k [B,D] · W[k] [D,D]. */
+        if (j->dU != NULL)
+            dv_sgemm(false, false, B, D, D, 1.0f, dz, ld, j->W + k * D * D, D, 1.0f,
+                     j->dU + k * D, ld, 1);
+    }
 }
 
 void dv_gate_bit_backward(float *dW, float *dbias, float *dU, float *scratch, const float *dout,
                           const float *U, const float *W, const float *bias, size_t B, size_t K,
                           size_t D, int nthreads)
 {
-    size_t ld = K * D, n = B * ld;
-    float *dz = scratch;
-    gate_bit_preact(dz, U, W, bias, B, K, D, nthreads);
-    /* The direct path g ⊙ dout, then turn each pre-activation into dz. */
-    for (size_t i = 0; i < n; i++) {
-        float g = dv_sigmoid(dz[i]);
-        if (dU != NULL)
-            dU[i] += g * dout[i];
-        dz[i] = dout[i] * U[i] * g * (1.0f - g);
-    }
-    for (size_t k = 0; k < K; k++) {
-        const float *dzk = dz + k * D, *uk = U + k * D;
-        if (dbias != NULL)
-            for (size_t b = 0; b < B; b++)
-                for (size_t d = 0; d < D; d++)
-                    dbias[k * D + d] += dzk[b * ld + d];
-        /* dW[k] [D,D] += dz_k^T [D,B] · U_k [B,D]: the sum over users runs
-         * inside the GEMM, independent of the thread count. */
-        if (dW != NULL)
-            dv_sgemm(true, false, D, D, B, 1.0f, dzk, ld, uk, ld, 1.0f, dW + k * D * D, D,
-                     nthreads);
-        /* dU_k [B,D] += dz_k [B,D] · W[k] [D,D]. */
-        if (dU != NULL)
-            dv_sgemm(false, false, B, D, D, 1.0f, dzk, ld, W + k * D * D, D, 1.0f, dU + k * D,
-                     ld, nthreads);
-    }
+    gate_bit_job j = {.dW = dW, .dbias = dbias, .dU = dU, .scratch = scratch, .dout = dout,
+                      .U = U, .W = W, .bias = bias, .B = B, .K = K, .D = D};
+    dv_parallel_for(nthreads, K, gate_bit_backward_tokens, &j);
 }

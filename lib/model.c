@@ -33,7 +33,9 @@ void dv_model_update_fingerprint(dv365_model *m)
                            m->cfg->table_rows[t] * m->cfg->dim * sizeof(float));
     XXH3_64bits_update(&st, dv_encoder_params_const(m->enc),
                        dv365_encoder_num_params(m->enc) * sizeof(float));
+    /* The backbone is left out: it never changes an embedding. */
     m->fingerprint = XXH3_64bits_digest(&st);
+    m->fingerprint_stale = false;
 }
 
 /* Takes ownership of cfg (freed on failure). */
@@ -48,6 +50,8 @@ static dv365_status model_create(dv365_config *cfg, uint64_t seed, dv365_model *
     dv365_status st = dv365_pooler_create(cfg, seed, &m->pooler);
     if (st == DV365_OK)
         st = dv365_encoder_create(cfg, seed + 1, &m->enc);
+    if (st == DV365_OK)
+        st = dv_backbone_create(cfg, seed + 2, &m->bb);
     if (st != DV365_OK) {
         dv365_model_free(m);
         return st;
@@ -77,16 +81,47 @@ void dv365_model_free(dv365_model *m)
 {
     if (!m)
         return;
+    dv_backbone_free(m->bb);
     dv365_encoder_free(m->enc);
     dv365_pooler_free(m->pooler);
     dv365_config_free(m->cfg);
     dv_free(m);
 }
 
+/* dir/file into buf; an over-long result is cut (callers bound dir first). */
 static void join_path(char *buf, size_t cap, const char *dir, const char *file)
 {
     size_t n = strlen(dir);
-    snprintf(buf, cap, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", file);
+    if (snprintf(buf, cap, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", file) >= (int)cap)
+        buf[cap - 1] = '\0';
+}
+
+/* A checkpoint directory (lib/trainer.c) holds step-* model directories
+ * and a LATEST file naming the newest: follow it when dir has no config. */
+dv365_status dv_model_resolve_dir(const char *dir, char *out, size_t cap)
+{
+    char path[4096];
+    struct stat sb;
+    join_path(path, sizeof path, dir, CONFIG_FILE);
+    if (stat(path, &sb) != 0) {
+        join_path(path, sizeof path, dir, DV_LATEST_FILE);
+        void *text;
+        size_t len;
+        if (stat(path, &sb) == 0 && dv_file_read_all(path, &text, &len) == DV365_OK) {
+            char *name = text;
+            while (len > 0 && (name[len - 1] == '\n' || name[len - 1] == ' '))
+                name[--len] = '\0';
+            bool ok = len > 0 && len < 256 && !strchr(name, '/') && strcmp(name, "..");
+            if (ok)
+                join_path(out, cap, dir, name);
+            dv_free(text);
+            if (!ok)
+                return dv_error(DV365_E_FORMAT, "%s does not name a checkpoint directory", path);
+            return DV365_OK;
+        }
+    }
+    snprintf(out, cap, "%s", dir);
+    return DV365_OK;
 }
 
 dv365_status dv365_model_load(const char *dir, dv365_model **out)
@@ -97,10 +132,14 @@ dv365_status dv365_model_load(const char *dir, dv365_model **out)
     char path[4096];
     if (strlen(dir) > sizeof path - 64)
         return dv_error(DV365_E_INVALID, "dv365_model_load: directory name too long");
+    char resolved[4096];
+    dv365_status st = dv_model_resolve_dir(dir, resolved, sizeof resolved);
+    if (st)
+        return st;
+    dir = resolved;
     join_path(path, sizeof path, dir, CONFIG_FILE);
     dv365_config *cfg;
-    dv365_status st = dv365_config_load(path, &cfg);
-    if (st)
+    if ((st = dv365_config_load(path, &cfg)))
         return st;
     dv365_model *m;
     if ((st = model_create(cfg, 0, &m)))
@@ -120,6 +159,10 @@ dv365_status dv365_model_load(const char *dir, dv365_model **out)
     for (size_t i = 0; st == DV365_OK && i < n_tensors; i++)
         st = dv_st_copy_f32(f, tensors[i].name, tensors[i].ndim, tensors[i].shape,
                             params + tensors[i].offset);
+    /* The backbone is optional: a serving model may have been saved
+     * without one; it then keeps its seeded initialization. */
+    if (st == DV365_OK && dv_st_find(f, "backbone.top.0.weight"))
+        st = dv_backbone_load_tensors(m->bb, f);
     dv_st_free(f);
     if (st != DV365_OK) {
         dv365_model_free(m);
@@ -149,7 +192,8 @@ dv365_status dv365_model_save(const dv365_model *m, const char *dir)
     dv365_status st = dv_st_writer_create(&w);
     char names[2][64];
     snprintf(names[0], sizeof names[0], "%016llx", (unsigned long long)cfg->fingerprint);
-    snprintf(names[1], sizeof names[1], "%016llx", (unsigned long long)m->fingerprint);
+    snprintf(names[1], sizeof names[1], "%016llx",
+             (unsigned long long)dv365_model_fingerprint(m));
     if (st == DV365_OK)
         st = dv_st_writer_set_metadata(w, "format", MODEL_FORMAT);
     if (st == DV365_OK)
@@ -170,6 +214,8 @@ dv365_status dv365_model_save(const dv365_model *m, const char *dir)
     for (size_t i = 0; st == DV365_OK && i < n_tensors; i++)
         st = dv_st_writer_add(w, tensors[i].name, DV_DTYPE_F32, tensors[i].ndim, tensors[i].shape,
                               params + tensors[i].offset);
+    if (st == DV365_OK)
+        st = dv_backbone_add_tensors(m->bb, w);
     if (st == DV365_OK) {
         join_path(path, sizeof path, dir, WEIGHTS_FILE);
         st = dv_st_writer_write(w, path);
@@ -194,7 +240,14 @@ size_t dv365_model_num_tokens(const dv365_model *m)
 {
     return m ? dv365_encoder_num_tokens(m->enc) : 0;
 }
-uint64_t dv365_model_fingerprint(const dv365_model *m) { return m ? m->fingerprint : 0; }
+uint64_t dv365_model_fingerprint(const dv365_model *m)
+{
+    if (!m)
+        return 0;
+    if (m->fingerprint_stale) /* trained since: only the training thread uses m */
+        dv_model_update_fingerprint((dv365_model *)m);
+    return m->fingerprint;
+}
 
 /* ------------------------------------------------------------ embed ---- */
 
@@ -255,6 +308,19 @@ static void pool_chunk(void *ctx, size_t begin, size_t end, int chunk)
     }
 }
 
+dv365_status dv_model_pool_users(const dv365_model *m, size_t n, const dv365_timeline *const *tls,
+                                 const int64_t *cutoffs, float *X, unsigned char *slots,
+                                 size_t slot_bytes, int nthreads)
+{
+    pool_job job = {.m = m, .tls = tls, .cutoffs = cutoffs, .X = X, .slots = slots,
+                    .slot_bytes = slot_bytes};
+    dv_parallel_for(nthreads, n, pool_chunk, &job);
+    for (int c = 0; c < nthreads && c < DV_MAX_CHUNKS; c++)
+        if (job.st[c] != DV365_OK)
+            return dv_error(job.st[c], "user %zu: %s", job.failed_user[c], job.msg[c]);
+    return DV365_OK;
+}
+
 dv365_status dv365_model_embed(const dv365_model *m, dv365_workspace *ws, size_t batch,
                                const dv365_timeline *const *timelines, const int64_t *cutoffs,
                                float *U, int nthreads)
@@ -290,13 +356,10 @@ dv365_status dv365_model_embed(const dv365_model *m, dv365_workspace *ws, size_t
     if (!mem)
         return DV365_E_NOMEM;
 
-    pool_job job = {.m = m, .tls = timelines, .cutoffs = cutoffs, .X = (float *)mem,
-                    .slots = mem + x_bytes, .slot_bytes = slot_bytes};
-    dv_parallel_for(nthreads, batch, pool_chunk, &job);
-    for (int c = 0; c < nthreads; c++)
-        if (job.st[c] != DV365_OK)
-            return dv_error(job.st[c], "dv365_model_embed: user %zu: %s", job.failed_user[c],
-                            job.msg[c]);
+    dv365_status st = dv_model_pool_users(m, batch, timelines, cutoffs, (float *)mem,
+                                          mem + x_bytes, slot_bytes, nthreads);
+    if (st != DV365_OK)
+        return dv_error_context(st, "dv365_model_embed");
 
     dv365_workspace view;
     dv_workspace_view(&view, mem + x_bytes, total - x_bytes);

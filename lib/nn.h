@@ -39,6 +39,9 @@ void dv_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
 
 /* y may alias x. */
 void dv_gelu_forward(float *y, const float *x, size_t n);
+/* h[rows,C] += b (broadcast over rows), then g = GELU(h) (g may alias h):
+ * a linear layer's bias folded into its activation, one pass over memory. */
+void dv_bias_gelu_forward(float *h, float *g, const float *b, size_t rows, size_t C);
 /* dx += dy · gelu'(x). */
 void dv_gelu_backward(float *dx, const float *x, const float *dy, size_t n);
 /* erf(x) for float, vectorizable, |error| < 5e-7 (exposed for the tests). */
@@ -54,6 +57,11 @@ static inline void dv_residual_forward(float *y, const float *a, const float *r,
         y[i] = a[i] + r[i];
 }
 
+/* y[rows,C] = a + r + b (b broadcast over rows; y may alias a or r): the
+ * residual add with the bias of the linear layer that produced r folded in. */
+void dv_residual_bias_forward(float *y, const float *a, const float *r, const float *b,
+                              size_t rows, size_t C);
+
 /* --- multi-head self-attention (nn_attention.c) ------------------------------
  * Exactly nn.MultiheadAttention(D, H) with batch_first inputs, no mask, no
  * dropout: qkv = x·Win^T + bin (Win [3D,D], rows Q,K,V stacked); per user and
@@ -61,7 +69,8 @@ static inline void dv_residual_forward(float *y, const float *a, const float *r,
  * ctx = P V; y = ctx·Wout^T + bout.
  * x, y, ctx are [B·T, D]; qkv is [B·T, 3D]; att holds softmax outputs P:
  * [B, H, T, T] when keep_att (training), otherwise only [T, T] reused for
- * every user and head (inference). */
+ * every user and head (inference).  b_out may be NULL (then y lacks that
+ * bias: the encoder adds it in the residual add). */
 void dv_attention_forward(float *y, float *qkv, float *att, float *ctx, const float *x,
                           const float *w_in, const float *b_in, const float *w_out,
                           const float *b_out, size_t B, size_t T, size_t D, size_t H,

@@ -36,3 +36,22 @@ DV_NN_CLONES void dv_gelu_backward(float *dx, const float *x, const float *dy, s
         nn_store_part(dx + i, r, nn_load_part(dx + i, r, 0.0f) + g);
     }
 }
+
+DV_NN_CLONES void dv_bias_gelu_forward(float *h, float *g, const float *b, size_t rows, size_t C)
+{
+    for (size_t r = 0; r < rows; r++) {
+        float *hr = h + r * C, *gr = g + r * C;
+        size_t i = 0;
+        for (; i + 16 <= C; i += 16) {
+            nn_v16 v = nn_load(hr + i) + nn_load(b + i);
+            nn_store(hr + i, v);
+            nn_store(gr + i, gelu(v));
+        }
+        if (i < C) {
+            size_t n = C - i;
+            nn_v16 v = nn_load_part(hr + i, n, 0.0f) + nn_load_part(b + i, n, 0.0f);
+            nn_store_part(hr + i, n, v);
+            nn_store_part(gr + i, n, gelu(v));
+        }
+    }
+}

@@ -33,6 +33,18 @@ DV_NN_CLONES static void sum_rows(float *db, const float *dy, size_t rows, size_
             db[o] += dy[r * out + o];
 }
 
+DV_NN_CLONES void dv_residual_bias_forward(float *y, const float *a, const float *r,
+                                           const float *b, size_t rows, size_t C)
+{
+    for (size_t row = 0; row < rows; row++) {
+        size_t o = row * C, i = 0;
+        for (; i + 16 <= C; i += 16)
+            nn_store(y + o + i, nn_load(a + o + i) + nn_load(r + o + i) + nn_load(b + i));
+        for (; i < C; i++)
+            y[o + i] = a[o + i] + r[o + i] + b[i];
+    }
+}
+
 void dv_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                         const float *W, size_t rows, size_t in, size_t out, int nthreads)
 {

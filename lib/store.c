@@ -329,7 +329,17 @@ static dv365_status open_locked(const char *path, unsigned flags, size_t map_siz
     unsigned env_flags = MDB_NOTLS | (ro ? MDB_RDONLY : 0) |
                          ((flags & DV365_STORE_NOSYNC) ? MDB_NOSYNC : 0);
     if ((rc = mdb_env_open(s->env, path, env_flags, 0664)) != 0) {
-        status = mdb_status(rc, s, "opening the environment");
+        if (rc == EINVAL || rc == ENOMEM) /* mmap refused the map size */
+            status = want_map ? dv_error(DV365_E_NOMEM,
+                                         "store %s: cannot map %zu bytes of address space (%s): "
+                                         "open it with a smaller map_size",
+                                         path, want_map, mdb_strerror(rc))
+                              : dv_error(DV365_E_NOMEM,
+                                         "store %s: cannot map its recorded map size (%s): open "
+                                         "it with a smaller map_size",
+                                         path, mdb_strerror(rc));
+        else
+            status = mdb_status(rc, s, "opening the environment");
         goto fail;
     }
     int dead = 0;

@@ -22,4 +22,10 @@ libdir=$(dirname "$(find "$dest" -name 'libdv365.so.1' | head -n 1)")
 readelf -d "$libdir/libdv365.so.1" | grep -q 'SONAME.*libdv365.so.1' || {
     echo "check-install: SONAME is not libdv365.so.1"; exit 1; }
 LD_LIBRARY_PATH="$libdir" "$dest/embed_user" --config "$src/configs/small.yaml"
+# The ranking-service example: batch generation into a store, then
+# read-only lookups + decode + adapter + scoring.
+# shellcheck disable=SC2086
+cc -std=c11 -Wall -Werror $cflags "$src/examples/ranking_service.c" $libs -o "$dest/ranking_service"
+mkdir -p "$dest/work"
+LD_LIBRARY_PATH="$libdir" "$dest/ranking_service" --demo "$src/configs/small.yaml" "$dest/work"
 echo "check-install: OK"

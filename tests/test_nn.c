@@ -149,6 +149,30 @@ static void test_erf_accuracy(void **state)
     assert_true(fabs(y[2] - -0.04550026389635842) < 1e-6);
 }
 
+/* The fused bias ops equal their unfused sequence (C = 21: a vector tail). */
+static void test_fused_bias_ops(void **state)
+{
+    (void)state;
+    const size_t R = 3, C = 21;
+    float *a = randv(R * C, 1), *r = randv(R * C, 1), *b = randv(C, 1), *y = zerov(R * C);
+    float *h = randv(R * C, 2), *h2 = malloc(R * C * 4), *g = zerov(R * C), *g2 = zerov(R * C);
+    dv_residual_bias_forward(y, a, r, b, R, C);
+    for (size_t i = 0; i < R * C; i++)
+        assert_true(y[i] == a[i] + r[i] + b[i % C]);
+    for (size_t i = 0; i < R * C; i++)
+        h2[i] = h[i] + b[i % C];
+    dv_gelu_forward(g2, h2, R * C);
+    dv_bias_gelu_forward(h, g, b, R, C);
+    assert_memory_equal(h, h2, R * C * 4);
+    assert_memory_equal(g, g2, R * C * 4);
+    dv_bias_gelu_forward(h2, h2, b, R, C); /* in place */
+    for (size_t i = 0; i < R * C; i++)
+        h[i] += b[i % C];
+    dv_gelu_forward(h, h, R * C);
+    assert_memory_equal(h, h2, R * C * 4);
+    free(a), free(r), free(b), free(y), free(h), free(h2), free(g), free(g2);
+}
+
 static void test_meanpool_values(void **state)
 {
     (void)state;
@@ -486,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_gemm_thread_determinism),
         cmocka_unit_test(test_gemm_row_invariance),
         cmocka_unit_test(test_erf_accuracy),
+        cmocka_unit_test(test_fused_bias_ops),
         cmocka_unit_test(test_meanpool_values),
         cmocka_unit_test(test_layernorm_values),
         cmocka_unit_test(test_lce_values),
