@@ -8,6 +8,8 @@
  * BLIS is meant to be extended: BLIS still blocks, packs and threads. */
 #include "gemm.h"
 
+#include "parallel.h"
+
 #include <pthread.h>
 
 /* blis.h trips -Wextra in its own inline helpers; silence it for the header only. */
@@ -119,27 +121,75 @@ const char *dv_gemm_kernel_name(void)
     return gemm_cntx() ? "avx512 12x16 (libdv365)" : bli_arch_string(bli_arch_query_id());
 }
 
+/* One BLIS call on one thread. */
+static void sgemm_1(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A,
+                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    /* A row-major [r,c] matrix with row stride ld has BLIS strides (ld, 1);
+     * its transpose is the same memory read with strides (1, ld). */
+    inc_t rsa = ta ? 1 : (inc_t)lda, csa = ta ? (inc_t)lda : 1;
+    inc_t rsb = tb ? 1 : (inc_t)ldb, csb = tb ? (inc_t)ldb : 1;
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    /* The packed path runs every tile through the same microkernel with the
+     * same K blocking, so an element of C does not depend on how M and N
+     * are split, nor on M itself.  The small-matrix ("sup") kernels do not
+     * promise that: with tiny shapes they pick edge kernels that sum in
+     * another order (measured: a 21x21x8 product changed in the last bit). */
+    bli_rntm_disable_l3_sup(&rntm);
+    /* BLIS takes non-const pointers but does not write A, B, alpha or beta. */
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+                 (float *)A, rsa, csa, (float *)B, rsb, csb, &beta, C, (inc_t)ldc, 1,
+                 gemm_cntx(), &rntm);
+}
+
+typedef struct gemm_job {
+    bool ta, tb, split_m;
+    size_t m, n, k, lda, ldb, ldc, align;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+/* Chunk c of the split dimension, in whole blocks of `align`. */
+static void gemm_chunk(void *ctx, size_t begin, size_t end, int chunk)
+{
+    (void)chunk;
+    const gemm_job *j = ctx;
+    size_t total = j->split_m ? j->m : j->n;
+    size_t lo = DV_MIN(begin * j->align, total), hi = DV_MIN(end * j->align, total);
+    if (lo >= hi)
+        return;
+    if (j->split_m) /* rows lo..hi of op(A) and C */
+        sgemm_1(j->ta, j->tb, hi - lo, j->n, j->k, j->alpha,
+                j->A + (j->ta ? lo : lo * j->lda), j->lda, j->B, j->ldb, j->beta,
+                j->C + lo * j->ldc, j->ldc);
+    else /* columns lo..hi of op(B) and C */
+        sgemm_1(j->ta, j->tb, j->m, hi - lo, j->k, j->alpha, j->A, j->lda,
+                j->B + (j->tb ? lo * j->ldb : lo), j->ldb, j->beta, j->C + lo, j->ldc);
+}
+
+/* Work below this many multiply-adds runs on the calling thread: starting
+ * threads would cost more than it saves. */
+#define DV_GEMM_PARALLEL_MIN ((size_t)1 << 21)
+
 void dv_sgemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A,
               size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc,
               int nthreads)
 {
     if (m == 0 || n == 0)
         return;
-    /* A row-major [r,c] matrix with row stride ld has BLIS strides (ld, 1);
-     * its transpose is the same memory read with strides (1, ld). */
-    inc_t rsa = ta ? 1 : (inc_t)lda, csa = ta ? (inc_t)lda : 1;
-    inc_t rsb = tb ? 1 : (inc_t)ldb, csb = tb ? (inc_t)ldb : 1;
-    rntm_t rntm = BLIS_RNTM_INITIALIZER;
-    bli_rntm_set_num_threads(nthreads < 1 ? 1 : nthreads, &rntm);
-    /* The packed path runs every tile through the same microkernel with the
-     * same K blocking, so an element of C does not depend on how M and N
-     * are split among threads, nor on M itself.  The small-matrix ("sup")
-     * kernels do not promise that: with tiny shapes they pick edge kernels
-     * that sum in another order (measured: a 21x21x8 product changed in the
-     * last bit between 1 and 2 threads). */
-    bli_rntm_disable_l3_sup(&rntm);
-    /* BLIS takes non-const pointers but does not write A, B, alpha or beta. */
-    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
-                 (float *)A, rsa, csa, (float *)B, rsb, csb, &beta, C, (inc_t)ldc, 1,
-                 gemm_cntx(), &rntm);
+    /* Threads are ours, not BLIS's: each takes a band of rows (or columns)
+     * of C and calls BLIS on one thread.  BLIS's own threads spin while
+     * they wait, which starves everything else on a busy machine; ours
+     * sleep in pthread_join.  The split never changes an element's sum. */
+    if (nthreads <= 1 || (double)m * (double)n * (double)k < (double)DV_GEMM_PARALLEL_MIN) {
+        sgemm_1(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_job j = {.ta = ta, .tb = tb, .split_m = m >= n, .m = m, .n = n, .k = k, .lda = lda,
+                  .ldb = ldb, .ldc = ldc, .align = 16, .alpha = alpha, .beta = beta, .A = A,
+                  .B = B, .C = C};
+    size_t blocks = ((j.split_m ? m : n) + j.align - 1) / j.align;
+    dv_parallel_for(nthreads, blocks, gemm_chunk, &j);
 }

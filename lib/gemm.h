@@ -2,13 +2,14 @@
  *
  * Row-major float matrices with explicit leading dimensions, as in the
  * rest of lib/.  Transposition is expressed by swapping BLIS strides, so no
- * data is ever copied.  The thread count travels with the call in a BLIS
+ * data is ever copied.  BLIS always runs on one thread per call (through a
  * runtime object: environment variables such as BLIS_NUM_THREADS are never
- * consulted, and concurrent calls with different counts do not interfere.
+ * consulted); with nthreads > 1 the library splits the rows (or columns)
+ * of C into bands, one BLIS call per band on its own thread.
  *
- * Determinism: BLIS splits the M and N loops between threads, never the K
- * (summation) loop, so each element of C is summed in the same order
- * whatever the thread count.  tests/test_nn.c checks that bitwise. */
+ * Determinism: the bands split M or N, never the K (summation) loop, so
+ * each element of C is summed in the same order whatever the thread count.
+ * tests/test_nn.c checks that bitwise. */
 #ifndef DV365_GEMM_H
 #define DV365_GEMM_H
 

@@ -834,7 +834,8 @@ static dv365_status write_buffered(dv365_store_gen *g, MDB_txn *txn)
 {
     dv365_store *s = g->s;
     MDB_dbi dbi = s->slot[g->rec.slot];
-    qsort(g->entries, g->n, sizeof *g->entries, cmp_entry);
+    if (g->n > 1)
+        qsort(g->entries, g->n, sizeof *g->entries, cmp_entry);
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
     if (rc != 0)
