@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "dv365.h"
 #include "world.h"
 
@@ -39,44 +40,6 @@ static const char *synth_help =
     "like comment share save follow profile_visit hide complete skip long_view watch_time.\n"
     "Same seed and options -> identical files.  Exit status 0 ok, 1 error, 2 usage.\n";
 
-typedef struct synth_progress {
-    int on;
-    double t0, last_t;
-    size_t last_pct;
-} synth_progress;
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void show_progress(void *ctx, size_t done, size_t total)
-{
-    synth_progress *p = ctx;
-    if (!p->on)
-        return;
-    size_t pct = total ? done * 100 / total : 100;
-    double now = wall();
-    if (done != total && (pct == p->last_pct || now - p->last_t < 0.1))
-        return; /* redraw at most every 0.1 s */
-    p->last_pct = pct;
-    p->last_t = now;
-    char bar[41];
-    size_t fill = pct * 40 / 100;
-    for (size_t i = 0; i < 40; i++)
-        bar[i] = i < fill ? '#' : ' ';
-    bar[40] = '\0';
-    double el = now - p->t0;
-    double eta = done ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\rsynth [%s] %3zu%% %zu/%zu users  %.1f s, eta %.0f s ", bar, pct, done,
-            total, el, eta);
-    if (done == total)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
-
 static int parse_size(const char *name, const char *v, uint64_t max, uint64_t *out)
 {
     char *end;
@@ -89,6 +52,11 @@ static int parse_size(const char *name, const char *v, uint64_t max, uint64_t *o
     }
     *out = x;
     return 0;
+}
+
+static void synth_progress(void *ctx, size_t done, size_t total)
+{
+    progress_show(ctx, done, total);
 }
 
 int cmd_synth(int argc, char **argv)
@@ -203,17 +171,18 @@ int cmd_synth(int argc, char **argv)
                 dv365_status_string(st));
         return 1;
     }
-    synth_progress prog = {progress_flag || isatty(STDERR_FILENO), wall(), 0, (size_t)-1};
+    progress_bar prog;
+    progress_init(&prog, "synth", "users", progress_flag);
     st = world_create(&p, cfg, &w, err, sizeof err);
     if (st == DV365_OK) {
         world_stats stats;
-        st = world_write(w, out, show_progress, &prog, &stats, err, sizeof err);
+        st = world_write(w, out, synth_progress, &prog, &stats, err, sizeof err);
         if (st == DV365_OK) {
             static char text[8192];
             world_summary(w, &stats, text, sizeof text);
             printf("wrote %s/{timelines.dvt,train.dve,eval.dve,catalog.csv,truth_*.csv,world.txt}"
                    " in %.1f s\n%s",
-                   out, wall() - prog.t0, text);
+                   out, now_s() - prog.t0, text);
         }
     }
     if (st != DV365_OK) {

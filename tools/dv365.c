@@ -12,87 +12,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "dv365.h"
 #include "synth_user.h"
 
 int cmd_synth(int argc, char **argv); /* cmd_synth.c */
-
-#define EXIT_USAGE 2
-
-static int fail_status(const char *what, dv365_status st)
-{
-    fprintf(stderr, "dv365: %s: %s (%s)\n", what, dv365_last_error(), dv365_status_string(st));
-    return 1;
-}
-
-#define TRY(what, call)                                                                     \
-    do {                                                                                    \
-        dv365_status st_ = (call);                                                          \
-        if (st_ != DV365_OK) {                                                              \
-            rc = fail_status(what, st_);                                                    \
-            goto done;                                                                      \
-        }                                                                                   \
-    } while (0)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* --- option parsing: --name value pairs -------------------------------- */
-
-typedef struct opt {
-    const char *name;
-    const char *value;
-} opt;
-
-static int parse_opts(int argc, char **argv, opt *opts, size_t n_opts, const char **positional,
-                      size_t max_pos, size_t *n_pos)
-{
-    *n_pos = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) == 0) {
-            size_t k = 0;
-            while (k < n_opts && strcmp(argv[i] + 2, opts[k].name) != 0)
-                k++;
-            if (k == n_opts || i + 1 >= argc) {
-                fprintf(stderr, "dv365: %s option %s\n", k == n_opts ? "unknown" : "missing value for",
-                        argv[i]);
-                return -1;
-            }
-            opts[k].value = argv[++i];
-        } else if (*n_pos < max_pos) {
-            positional[(*n_pos)++] = argv[i];
-        } else {
-            fprintf(stderr, "dv365: unexpected argument '%s'\n", argv[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int opt_u64(const opt *o, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(o->value, &end, 10);
-    if (errno || end == o->value || *end || o->value[0] == '-') {
-        fprintf(stderr, "dv365: --%s needs a whole number, got '%s'\n", o->name, o->value);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int wants_help(int argc, char **argv)
-{
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return 1;
-    return 0;
-}
 
 /* --- inspect ------------------------------------------------------------ */
 
@@ -348,11 +272,18 @@ typedef struct command {
     const char *summary;
 } command;
 
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
+
 static const command commands[] = {
     {"demo", cmd_demo, "one synthetic user through pool, encode and the 4-bit blob"},
+    {"encode", cmd_encode, "encode pooled inputs x from safetensors into tokens u"},
+    {"eval", cmd_eval, "evaluate a model in its backbone on labelled examples"},
     {"init", cmd_init, "create a model directory with seeded weights"},
     {"inspect", cmd_inspect, "show a config, a model directory or a blob"},
     {"synth", cmd_synth, "generate the synthetic world (timelines, examples, truth)"},
+    {"train", cmd_train, "train the model from a data directory, checkpointing"},
 };
 
 static void usage(FILE *f)
