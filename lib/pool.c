@@ -408,9 +408,17 @@ dv365_status dv365_pool_forward(const dv365_pooler *pooler, dv365_workspace *ws,
         if (c.counts[i] == 0 || !(c.wsum[i] > 0)) {
             memset(x, 0, D * sizeof(float));
         } else {
-            float inv = (float)(1.0 / c.wsum[i]);
-            for (size_t j = 0; j < D; j++)
-                x[j] *= inv;
+            double invd = 1.0 / c.wsum[i];
+            float inv = (float)invd;
+            if (isfinite(inv)) {
+                for (size_t j = 0; j < D; j++)
+                    x[j] *= inv;
+            } else {
+                /* A weight sum below FLT_MIN (e.g. denormal dwell times,
+                 * found by fuzzing): 1/sum overflows a float, scale in double. */
+                for (size_t j = 0; j < D; j++)
+                    x[j] = (float)(x[j] * invd);
+            }
         }
         if (counts != NULL)
             counts[i] = c.counts[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)c.counts[i];

@@ -138,7 +138,7 @@ static void test_default_config(void **state)
     const dv_training_cfg *t = &cfg->training;
     assert_int_equal(t->gap_s, 86400);
     assert_int_equal(t->dense_lr.decay, DV_LR_COSINE);
-    assert_int_equal(t->dense_lr.warmup_steps, 100);
+    assert_int_equal(t->dense_lr.warmup_steps, 20);
     assert_true(t->adamw && t->clip_norm == 1.0 && t->emb_lr == 0.05);
     dv365_config_free(cfg);
 }

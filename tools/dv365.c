@@ -24,7 +24,8 @@ static const char *inspect_help =
     "usage: dv365 inspect config FILE.yaml\n"
     "       dv365 inspect model DIR\n"
     "       dv365 inspect blob FILE\n"
-    "Print what a config, a model directory or an embedding blob holds.\n";
+    "       dv365 inspect store DIR\n"
+    "Print what a config, a model directory, an embedding blob or a store holds.\n";
 
 static void print_config(const dv365_config *cfg)
 {
@@ -68,6 +69,20 @@ static int cmd_inspect(int argc, char **argv)
         printf("encoder params   %zu\n", dv365_encoder_num_params(dv365_model_encoder(model)));
         printf("tokens K         %zu\n", dv365_model_num_tokens(model));
         printf("fingerprint      %016" PRIx64 "\n", dv365_model_fingerprint(model));
+    } else if (!strcmp(argv[0], "store")) {
+        dv365_store *store = NULL;
+        uint64_t gen, fp;
+        int64_t created;
+        size_t count, k, d;
+        TRY("inspect store", dv365_store_open(argv[1], DV365_STORE_READONLY, 0, &store));
+        dv365_status st = dv365_store_info(store, &gen, &fp, &created, &count, &k, &d);
+        if (st == DV365_OK)
+            printf("generation       %" PRIu64 "\nusers            %zu\nK x D            %zu x %zu\n"
+                   "bytes per user   %zu\nmodel            %016" PRIx64
+                   "\ncreated          %" PRId64 "\n",
+                   gen, count, k, d, dv365_blob_size(k, d), fp, created);
+        dv365_store_close(store);
+        TRY("inspect store", st);
     } else if (!strcmp(argv[0], "blob")) {
         FILE *f = fopen(argv[1], "rb");
         if (!f) {
@@ -275,9 +290,11 @@ typedef struct command {
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 static const command commands[] = {
     {"demo", cmd_demo, "one synthetic user through pool, encode and the 4-bit blob"},
+    {"embed", cmd_embed, "embed every user of a timeline file into the store"},
     {"encode", cmd_encode, "encode pooled inputs x from safetensors into tokens u"},
     {"eval", cmd_eval, "evaluate a model in its backbone on labelled examples"},
     {"init", cmd_init, "create a model directory with seeded weights"},
