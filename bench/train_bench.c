@@ -233,16 +233,16 @@ int main(int argc, char **argv)
            N, D, K, T, nt, B, n_users, n_users, events, total_events);
     printf("first-step loss: ours %.6f, PyTorch %.6f / %.6f (rel diff %.1e / %.1e)\n\n", loss1,
            peer_loss1[0], peer_loss1[1], diff[0], diff[1]);
-    printf("%-44s %10s %10s %8s\n", "work (seconds unless said)", "libdv365", "PyTorch", "ratio");
+    printf("%-52s %10s %10s %8s\n", "work (seconds unless said)", "libdv365", "PyTorch", "ratio");
     static const char *name[2] = {"distinct rows + sparse.mm", "EmbeddingBag"};
     for (int i = 0; i < 2; i++) {
         char what[96];
         snprintf(what, sizeof what, "first step, peer %s", name[i]);
-        printf("%-44s %10.3f %10.3f %8.2f\n", what, first, peer_first[i], peer_first[i] / first);
+        printf("%-52s %10.3f %10.3f %8.2f\n", what, first, peer_first[i], peer_first[i] / first);
         snprintf(what, sizeof what, "step (fastest of %d), peer %s", REPS, name[i]);
-        printf("%-44s %10.3f %10.3f %8.2f\n", what, best, peer_best[i], peer_best[i] / best);
+        printf("%-52s %10.3f %10.3f %8.2f\n", what, best, peer_best[i], peer_best[i] / best);
     }
-    printf("%-44s %10.1f %10.1f %8.2f\n", "training (examples/s), the faster peer", ours, peer,
+    printf("%-52s %10.1f %10.1f %8.2f\n", "training (examples/s), the faster peer", ours, peer,
            ours / peer);
     printf("{\"bench\": \"train\", \"unit\": \"examples/s\", \"ours\": %.2f, \"peer\": %.2f, "
            "\"ratio\": %.3f}\n",

@@ -709,6 +709,20 @@ static dv365_status fill_batch(file_batch *f, const dv365_trainer *t, uint64_t p
     return DV365_OK;
 }
 
+/* The checks and set-up shared by train_files and eval_files. */
+static dv365_status open_files(const dv365_trainer *t, const char *fn, const char *timelines_path,
+                               const char *examples_path, int nthreads, file_batch *f)
+{
+    DV_CHECK_NULL(t);
+    DV_CHECK_NULL(timelines_path);
+    DV_CHECK_NULL(examples_path);
+    dv365_status st = check_fn_threads(fn, nthreads);
+    if (st == DV365_OK &&
+        (st = file_batch_open(f, t, timelines_path, examples_path, t->cfg->training.batch_size)))
+        file_batch_free(f);
+    return st;
+}
+
 dv365_status dv365_trainer_train_files(dv365_trainer *t, const char *timelines_path,
                                        const char *examples_path, uint64_t steps,
                                        int (*progress)(void *ctx, uint64_t step, uint64_t total,
@@ -717,18 +731,11 @@ dv365_status dv365_trainer_train_files(dv365_trainer *t, const char *timelines_p
 {
     dv_clear_error();
     static const char *fn = "dv365_trainer_train_files";
-    DV_CHECK_NULL(t);
-    DV_CHECK_NULL(timelines_path);
-    DV_CHECK_NULL(examples_path);
-    dv365_status st = check_fn_threads(fn, nthreads);
+    const size_t B = t ? t->cfg->training.batch_size : 0;
+    file_batch f;
+    dv365_status st = open_files(t, fn, timelines_path, examples_path, nthreads, &f);
     if (st)
         return st;
-    const size_t B = t->cfg->training.batch_size;
-    file_batch f;
-    if ((st = file_batch_open(&f, t, timelines_path, examples_path, B))) {
-        file_batch_free(&f);
-        return st;
-    }
     if (steps == 0) /* the rest of the current epoch */
         steps = (f.n_examples - t->consumed % f.n_examples + B - 1) / B;
     for (uint64_t s = 0; s < steps; s++) {
@@ -753,18 +760,11 @@ dv365_status dv365_trainer_eval_files(dv365_trainer *t, const char *timelines_pa
 {
     dv_clear_error();
     static const char *fn = "dv365_trainer_eval_files";
-    DV_CHECK_NULL(t);
-    DV_CHECK_NULL(timelines_path);
-    DV_CHECK_NULL(examples_path);
-    dv365_status st = check_fn_threads(fn, nthreads);
+    const size_t B = t ? t->cfg->training.batch_size : 0;
+    file_batch f;
+    dv365_status st = open_files(t, fn, timelines_path, examples_path, nthreads, &f);
     if (st)
         return st;
-    const size_t B = t->cfg->training.batch_size;
-    file_batch f;
-    if ((st = file_batch_open(&f, t, timelines_path, examples_path, B))) {
-        file_batch_free(&f);
-        return st;
-    }
     dv365_trainer_eval_reset(t);
     for (size_t pos = 0; pos < f.n_examples && st == DV365_OK; pos += B) {
         size_t n = DV_MIN(B, f.n_examples - pos);

@@ -115,33 +115,46 @@ def _shape_str(shape):
 
 def array(x, dtype, name, shapes=None):
     """x as a C-contiguous array of dtype, checked against shapes (a list of
-    allowed shapes, None = any size in that axis).  ndarrays must convert
-    without loss (numpy's 'safe' casting: float64 -> float32 is refused, so
-    large tensors are never silently copied and rounded); lists and other
-    sequences are converted directly."""
+    allowed shapes, None = any size in that axis).
+
+    Float targets: an ndarray must convert without loss (numpy's 'safe'
+    casting: a float64 array is refused rather than silently rounded and
+    copied); lists and other sequences of numbers are converted.  Integer
+    targets: any integer array or sequence whose values fit (ids given as
+    int64 arrays are fine, negative ids are not); floats are refused."""
     dtype = np.dtype(dtype)
-    if isinstance(x, np.ndarray):
-        if x.dtype != dtype and not np.can_cast(x.dtype, dtype, "safe"):
+    try:
+        a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise DTypeError(Status.E_INVALID, "%s: cannot convert to an array: %s" % (name, e)) from None
+    if a.dtype != dtype and a.size:
+        k = a.dtype.kind
+        if dtype.kind in "iu":
+            if k not in "iub":
+                raise DTypeError(Status.E_INVALID, "%s must hold integers (%s), got %s"
+                                 % (name, dtype.name, a.dtype.name))
+            info = np.iinfo(dtype)
+            lo, hi = int(a.min()), int(a.max())
+            if lo < info.min or hi > info.max:
+                raise ArgumentError(Status.E_INVALID, "%s holds %d, outside the range of %s"
+                                    % (name, lo if lo < info.min else hi, dtype.name))
+        elif k not in "iufb":
+            raise DTypeError(Status.E_INVALID, "%s must hold numbers (%s), got %s" % (name, dtype.name, a.dtype.name))
+        elif isinstance(x, np.ndarray) and not np.can_cast(a.dtype, dtype, "safe"):
             raise DTypeError(Status.E_INVALID, "%s must be %s (got %s; convert it with .astype(np.%s))"
-                             % (name, dtype.name, x.dtype.name, dtype.name))
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x, dtype=dtype)
-        except (TypeError, ValueError) as e:
-            raise DTypeError(Status.E_INVALID, "%s: cannot convert to a %s array: %s" % (name, dtype.name, e)) from None
+                             % (name, dtype.name, a.dtype.name, dtype.name))
     if shapes is not None:
         ok = False
         for shape in shapes:
-            if arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape)):
+            if a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape)):
                 ok = True
                 break
         if not ok:
             raise ArgumentError(Status.E_MISMATCH, "%s has shape %s, expected %s" % (
-                name, list(arr.shape), " or ".join(_shape_str(s) for s in shapes)))
-    if arr.dtype != dtype or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-    return arr
+                name, list(a.shape), " or ".join(_shape_str(s) for s in shapes)))
+    if a.dtype != dtype or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=dtype)
+    return a
 
 
 def as_bytes(blob, name="blob"):

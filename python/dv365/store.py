@@ -1,9 +1,10 @@
 """The embedding store (user id -> blob, LMDB) and batch generation."""
 import ctypes
+import weakref
 
 import numpy as np
 
-from ._base import (ArgumentError, DTypeError, Error, Handle, Status, as_bytes, check, fspath, i64,
+from ._base import (DTypeError, Error, Handle, Status, as_bytes, check, fspath, i64,
                     new_handle, nthreads_arg, ptr, size, u64)
 from ._lib import GENERATE_PROGRESS, GenerateOptions, lib
 from .model import Model
@@ -32,7 +33,13 @@ class Store(Handle):
 
     def __init__(self, path, readonly=False, nosync=False, map_size=0):
         flags = (READONLY if readonly else 0) | (NOSYNC if nosync else 0)
+        self._children = weakref.WeakSet()  # readers and generations: closed first
         super().__init__(new_handle(lib.store_open, fspath(path), flags, size(map_size, "map_size")))
+
+    def close(self):
+        if any(not c.closed for c in getattr(self, "_children", ())):
+            raise Error(Status.E_STATE, "close the store's readers and generations first")
+        super().close()
 
     @classmethod
     def open(cls, path, readonly=False, nosync=False, map_size=0):
@@ -94,6 +101,7 @@ class StoreReader(Handle):
         self.store = store
         super().__init__(new_handle(lib.store_reader_create, store.ptr))
         self._active = False
+        store._children.add(self)
 
     def begin(self):
         check(lib.store_reader_begin(self.ptr))
@@ -136,6 +144,7 @@ class Generation(Handle):
         self.store = store
         super().__init__(p)
         self._done = False
+        store._children.add(self)
 
     def put(self, user_id, blob):
         b = as_bytes(blob)

@@ -98,3 +98,19 @@ def test_hash_row():
     assert dv365.hash_row(12345, 1000) == dv365.hash_row(12345, 1000)
     with pytest.raises(dv365.ArgumentError):
         dv365.hash_row(-1, 10)
+
+
+def test_array_conversion_rules(model):
+    from dv365._base import array
+    ids = array(np.array([[1, 2, 3]], np.int64), np.uint64, "item_ids", [(None, 3)])
+    assert ids.dtype == np.uint64 and ids.flags.c_contiguous
+    expect_error(dv365.Status.E_INVALID, "item_ids holds -1", array, [[-1, 2, 3]], np.uint64, "item_ids")
+    expect_error(dv365.Status.E_INVALID, "must hold integers", array, [1.5], np.uint64, "ids")
+    expect_error(dv365.Status.E_INVALID, "must hold numbers", array, ["a"], np.float32, "x")
+    expect_error(dv365.Status.E_INVALID, "convert it with .astype", array, np.zeros(2), np.float32, "x")
+    assert array([1.25, 2], np.float32, "x").dtype == np.float32  # sequences convert
+    assert array(np.arange(4, dtype=np.int16), np.float32, "x").tolist() == [0, 1, 2, 3]
+    f = np.zeros((4, 3), np.float32, order="F")
+    assert array(f, np.float32, "x").flags.c_contiguous
+    expect_error(dv365.Status.E_MISMATCH, "x has shape [4, 3], expected [3, *]", array, f, np.float32, "x",
+                 [(3, None)])

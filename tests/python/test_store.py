@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import dv365
-from conftest import CUTOFF, SMALL, expect_error, lcg_timeline
+from conftest import CUTOFF, expect_error, lcg_timeline
 
 S = dv365.Status
 
@@ -55,8 +55,12 @@ def test_generations_get_reader_age(model, tmp_path):
 
 def test_store_open_twice_is_refused(tmp_path):
     path = str(tmp_path / "s")
-    with dv365.Store(path, nosync=True):
+    with dv365.Store(path, nosync=True) as st:
         expect_error(S.E_STATE, "", dv365.Store, path)
+        r = st.reader()
+        expect_error(S.E_STATE, "readers and generations first", st.close)
+        r.close()
+    assert st.closed
 
 
 def test_generate_equals_embed_and_blob(model, tmp_path):
