@@ -28,7 +28,7 @@ batches:
             tables) from the coalesced sparse gradient:
             acc[r] += mean(g_r^2); p_r -= lr / (sqrt(acc[r]) + eps) * g_r.
 
-Checks: the membership the C slicer produced equals an independent slicing
+Checks: the run on 2 threads is bitwise the run on 1; the membership the C slicer produced equals an independent slicing
 in PyTorch (boolean masks from the parsed rules, as bench/pool_peer.py),
 and no event at or after a group's cutoff is in it; the 10 losses and the
 per-task losses agree to 1e-3 relative; every final weight tensor agrees
@@ -405,6 +405,13 @@ def main():
         io = st.load(os.path.join(tmp, "steps.safetensors"))
         init = st.load(os.path.join(tmp, "init", "weights.safetensors"))
         final = st.load(os.path.join(tmp, "final", "weights.safetensors"))
+        # the same run on 2 threads: bitwise the same losses and weights
+        tmp2 = os.path.join(tmp, "t2")
+        os.makedirs(tmp2)
+        subprocess.run([exe, cfg, tmp2, str(STEPS), str(BATCH), str(SEED), "2"], check=True)
+        same = all(open(os.path.join(a, f), "rb").read() == open(os.path.join(tmp2, f), "rb").read()
+                   for a in [tmp] for f in ["steps.safetensors", "final/weights.safetensors"])
+        row("2 threads: bitwise the same steps and final weights", 0.0, 0.0, same)
     users = load_users(io)
     gap = spec["gap"]
     row("config gap is 24 h", 0.0, 0.0, gap == 86400)
