@@ -52,9 +52,13 @@ static void print_config(const dv365_config *cfg)
 
 static int cmd_inspect(int argc, char **argv)
 {
-    if (wants_help(argc, argv) || argc != 2) {
-        fputs(inspect_help, argc == 2 ? stdout : stderr);
-        return argc == 2 ? 0 : EXIT_USAGE;
+    if (wants_help(argc, argv)) {
+        fputs(inspect_help, stdout);
+        return 0;
+    }
+    if (argc != 2) {
+        fputs(inspect_help, stderr);
+        return EXIT_USAGE;
     }
     int rc = 0;
     dv365_config *cfg = NULL;
@@ -291,8 +295,10 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const command commands[] = {
+    {"bench", cmd_bench, "users/s this machine embeds with a model, end to end"},
     {"demo", cmd_demo, "one synthetic user through pool, encode and the 4-bit blob"},
     {"embed", cmd_embed, "embed every user of a timeline file into the store"},
     {"encode", cmd_encode, "encode pooled inputs x from safetensors into tokens u"},
