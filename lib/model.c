@@ -107,7 +107,12 @@ dv365_status dv_model_resolve_dir(const char *dir, char *out, size_t cap)
         join_path(path, sizeof path, dir, DV_LATEST_FILE);
         void *text;
         size_t len;
-        if (stat(path, &sb) == 0 && dv_file_read_all(path, &text, &len) == DV365_OK) {
+        if (stat(path, &sb) == 0) {
+            /* a LATEST that cannot be read (no memory, I/O) is an error, not
+             * a reason to look for the model in dir itself */
+            dv365_status st = dv_file_read_all(path, &text, &len);
+            if (st != DV365_OK)
+                return st;
             char *name = text;
             while (len > 0 && (name[len - 1] == '\n' || name[len - 1] == ' '))
                 name[--len] = '\0';

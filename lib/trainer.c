@@ -390,6 +390,15 @@ dv365_status dv365_trainer_step(dv365_trainer *t, size_t B, const dv365_timeline
                 return dv_error(DV365_E_NOMEM, "%s: out of memory for table gradients", fn);
     }
 
+    /* A non-finite gradient anywhere skips the step: nothing is updated. */
+    double sq = dv_grad_sq_sum(t->enc_grad, t->n_enc) + dv_grad_sq_sum(t->bb_grad, t->n_bb);
+    for (size_t i = 0; i < t->n_tables; i++)
+        sq += dv_grad_sq_sum(t->sum[i].grads, t->sum[i].n * D);
+    for (size_t i = 0; i < t->n_items; i++)
+        sq += dv_grad_sq_sum(t->item_grad->t[i].grads, t->item_grad->t[i].n * D);
+    if (!isfinite(sq))
+        return dv_error(DV365_E_NONFINITE, "%s: the gradient is not finite; step skipped", fn);
+
     /* update: clip and Adam the dense blocks, row-wise Adagrad the tables */
     const dv_training_cfg *tc = &t->cfg->training;
     if (tc->clip_norm > 0) {
