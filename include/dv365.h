@@ -553,7 +553,6 @@ DV365_API dv365_status dv365_trainer_save(dv365_trainer *trainer, const char *di
 DV365_API dv365_status dv365_trainer_resume(const char *dir, dv365_model **model,
                                             dv365_trainer **trainer);
 
-/* @@ encoder API (issue 3) goes here @@ */
 
 /* ------------------------------------------------------------------------ */
 /* 4-bit rowwise quantization (docs/quant.md)                                */
@@ -854,7 +853,6 @@ DV365_API dv365_status dv365_generate(const dv365_model *model, const char *time
                                       int64_t cutoff, dv365_store *store,
                                       const dv365_generate_options *opt);
 
-/* @@ 4-bit quantization and blob API (issue 5) go here @@ */
 
 #ifdef __cplusplus
 }

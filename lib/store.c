@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define READ_POOL_CAP 64                   /* reset read transactions kept for reuse */
@@ -157,6 +158,21 @@ static dv365_status mdb_status(int rc, const dv365_store *s, const char *what)
         return dv_error(DV365_E_VERSION, "store %s: %s: %s", path, what, mdb_strerror(rc));
     case ENOMEM:
         return dv_error(DV365_E_NOMEM, "store %s: %s: out of memory", path, what);
+    case ENOSPC:
+    case EDQUOT:
+        return dv_error(DV365_E_IO, "store %s: %s: the disk is full (%s)", path, what,
+                        mdb_strerror(rc));
+    case EIO: {
+        /* LMDB reports a short write (what a full disk gives) as EIO */
+        struct statvfs vfs;
+        if (s && statvfs(s->path, &vfs) == 0 &&
+            (unsigned long long)vfs.f_bavail * vfs.f_frsize < (1u << 20))
+            return dv_error(DV365_E_IO,
+                            "store %s: %s: %s: the disk is full (%llu bytes free)", path, what,
+                            mdb_strerror(rc),
+                            (unsigned long long)vfs.f_bavail * vfs.f_frsize);
+        return dv_error(DV365_E_IO, "store %s: %s: %s", path, what, mdb_strerror(rc));
+    }
     default:
         return dv_error(DV365_E_IO, "store %s: %s: %s", path, what, mdb_strerror(rc));
     }
