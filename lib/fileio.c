@@ -138,7 +138,7 @@ dv365_status dv_write_all(int fd, const void *buf, size_t n, const char *what)
 }
 
 /* fsync the directory holding path, so that the rename itself is durable. */
-static dv365_status sync_parent_dir(const char *path)
+dv365_status dv_sync_parent_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
     char dir[PATH_MAX];
@@ -211,5 +211,5 @@ dv365_status dv_file_write_atomic(const char *path, size_t n_parts, const void *
         unlink(tmp);
         return st;
     }
-    return sync_parent_dir(path);
+    return dv_sync_parent_dir(path);
 }

@@ -32,4 +32,7 @@ dv365_status dv_file_write_atomic(const char *path, size_t n_parts, const void *
  * disk is full).  Used by dv_file_write_atomic; exposed for tests. */
 dv365_status dv_write_all(int fd, const void *buf, size_t n, const char *what);
 
+/* fsync the directory that holds path, making a rename there durable. */
+dv365_status dv_sync_parent_dir(const char *path);
+
 #endif

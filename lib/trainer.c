@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* --- the summed sparse gradient of one pooling table --------------------- */
 
@@ -828,45 +830,77 @@ static void step_dir_name(char *buf, size_t cap, uint64_t step)
     snprintf(buf, cap, "step-%012llu", (unsigned long long)step);
 }
 
+/* The model and the trainer state of t into the directory sub. */
+static dv365_status save_step(dv365_trainer *t, const char *sub)
+{
+    dv365_status st = dv365_model_save(t->m, sub);
+    if (st)
+        return st;
+    dv_st_writer *w;
+    if ((st = dv_st_writer_create(&w)))
+        return st;
+    char num[2][32], path[4300];
+    snprintf(num[0], sizeof num[0], "%llu", (unsigned long long)t->adam.step);
+    snprintf(num[1], sizeof num[1], "%llu", (unsigned long long)t->consumed);
+    snprintf(path, sizeof path, "%s/%s", sub, STATE_FILE);
+    if ((st = dv_st_writer_set_metadata(w, "format", STATE_FORMAT)) == DV365_OK &&
+        (st = dv_st_writer_set_metadata(w, "step", num[0])) == DV365_OK &&
+        (st = dv_st_writer_set_metadata(w, "consumed", num[1])) == DV365_OK &&
+        (st = add_state_tensors(t, w)) == DV365_OK)
+        st = dv_st_writer_write(w, path);
+    dv_st_writer_free(w);
+    return st;
+}
+
+/* Remove a directory of plain files (a step directory that failed). */
+static void remove_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        char file[4400];
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                if (snprintf(file, sizeof file, "%s/%s", path, e->d_name) < (int)sizeof file)
+                    unlink(file);
+            }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* A step directory is written under a temporary name, then renamed to a
+ * name that does not exist yet (step-N, or step-N.r1, .r2, ... when a
+ * resumed run saves a step again), and only then named by LATEST: every
+ * name LATEST ever holds is a complete checkpoint, whenever a crash hits. */
 dv365_status dv365_trainer_save(dv365_trainer *t, const char *dir)
 {
     dv_clear_error();
     DV_CHECK_NULL(t);
     DV_CHECK_NULL(dir);
-    char sub[4200], path[4300], name[64];
+    char tmp[4200], sub[4200], path[4300], name[64], unique[80];
     if (strlen(dir) > 4000)
         return dv_error(DV365_E_INVALID, "dv365_trainer_save: directory name too long");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return dv_error(DV365_E_IO, "cannot create checkpoint directory %s: %s", dir,
                         strerror(errno));
     step_dir_name(name, sizeof name, t->adam.step);
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    dv365_status st = dv365_model_save(t->m, sub);
-    if (st)
-        return st;
-
-    dv_st_writer *w;
-    if ((st = dv_st_writer_create(&w)))
-        return st;
-    char num[2][32];
-    snprintf(num[0], sizeof num[0], "%llu", (unsigned long long)t->adam.step);
-    snprintf(num[1], sizeof num[1], "%llu", (unsigned long long)t->consumed);
-    if ((st = dv_st_writer_set_metadata(w, "format", STATE_FORMAT)) ||
-        (st = dv_st_writer_set_metadata(w, "step", num[0])) ||
-        (st = dv_st_writer_set_metadata(w, "consumed", num[1])) ||
-        (st = add_state_tensors(t, w))) {
-        dv_st_writer_free(w);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
+    dv365_status st = save_step(t, tmp);
+    if (st) {
+        remove_dir(tmp);
         return st;
     }
-    snprintf(path, sizeof path, "%s/%s", sub, STATE_FILE);
-    st = dv_st_writer_write(w, path);
-    dv_st_writer_free(w);
-    if (st)
+    struct stat sb;
+    snprintf(unique, sizeof unique, "%s", name);
+    for (int r = 1; snprintf(sub, sizeof sub, "%s/%s", dir, unique), stat(sub, &sb) == 0; r++)
+        snprintf(unique, sizeof unique, "%s.r%d", name, r);
+    if (rename(tmp, sub) != 0)
+        return dv_error(DV365_E_IO, "cannot rename %s to %s: %s", tmp, sub, strerror(errno));
+    if ((st = dv_sync_parent_dir(sub)))
         return st;
-    /* LATEST last: until it names the new step, a crash leaves the old one */
     snprintf(path, sizeof path, "%s/%s", dir, DV_LATEST_FILE);
-    char line[80];
-    int len = snprintf(line, sizeof line, "%s\n", name);
+    char line[96];
+    int len = snprintf(line, sizeof line, "%s\n", unique);
     const void *parts[1] = {line};
     size_t sizes[1] = {(size_t)len};
     return dv_file_write_atomic(path, 1, parts, sizes);

@@ -47,20 +47,22 @@ static size_t sweep(const char *name, path_fn fn, void *ctx)
         g_live = 0;
         ASSERT_OK(dv365_set_allocator(failing_alloc, failing_free, NULL));
         dv365_status st = fn(ctx);
+        char msg[1024]; /* restoring the allocator clears the message */
+        snprintf(msg, sizeof msg, "%s", dv365_last_error());
         ASSERT_OK(dv365_set_allocator(NULL, NULL, NULL));
         if (g_live != 0)
             fail_msg("%s: failing allocation %zu leaks %zu blocks (status %d: %s)", name, n,
-                     g_live, (int)st, dv365_last_error());
+                     g_live, (int)st, msg);
         if (g_count < n) { /* the n-th allocation never happened: a full run */
             if (st != DV365_OK)
-                fail_msg("%s: a full run failed: %s", name, dv365_last_error());
+                fail_msg("%s: a full run failed: %s", name, msg);
             printf("%s: %zu allocations, each failed once: clean\n", name, n - 1);
             return n - 1;
         }
         if (st != DV365_OK && st != DV365_E_NOMEM)
             fail_msg("%s: failing allocation %zu gave status %d (%s), expected NOMEM", name, n,
-                     (int)st, dv365_last_error());
-        if (st == DV365_E_NOMEM && dv365_last_error()[0] == '\0')
+                     (int)st, msg);
+        if (st == DV365_E_NOMEM && msg[0] == '\0')
             fail_msg("%s: NOMEM without a message at allocation %zu", name, n);
     }
 }
