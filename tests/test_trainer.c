@@ -162,6 +162,27 @@ static void test_resume_is_exact(void **state)
     dv365_model *m2;
     ASSERT_OK(dv365_model_load(ckpt, &m2));
     dv365_model_free(m2);
+    ASSERT_OK(dv365_trainer_save(t, ckpt)); /* step 6 */
+    dv365_trainer_free(t);
+    dv365_model_free(m);
+
+    /* Saving step 6 again from a run resumed at step 3 never touches the
+     * directory LATEST names: it gets a fresh name, then LATEST moves. */
+    char step3[160], latest[160], text[64] = {0};
+    snprintf(step3, sizeof step3, "%s/step-000000000003", ckpt);
+    ASSERT_OK(dv365_trainer_resume(step3, &m, &t));
+    ASSERT_OK(dv365_trainer_train_files(t, tl_path, train_path, 3, NULL, NULL, 1));
+    ASSERT_OK(dv365_trainer_save(t, ckpt));
+    snprintf(latest, sizeof latest, "%s/LATEST", ckpt);
+    FILE *f = fopen(latest, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof text, f));
+    fclose(f);
+    assert_string_equal(text, "step-000000000006.r1\n");
+    snprintf(latest, sizeof latest, "%s/step-000000000006", ckpt);
+    ASSERT_OK(dv365_model_load(latest, &m2)); /* the first step-6 is intact */
+    assert_true(dv365_model_fingerprint(m2) == fp_full);
+    dv365_model_free(m2);
     dv365_trainer_free(t);
     dv365_model_free(m);
 }
