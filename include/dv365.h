@@ -527,6 +527,26 @@ DV365_API dv365_status dv365_trainer_eval_result(dv365_trainer *trainer, size_t 
 /** Mean loss per example and the number of examples since the reset. */
 DV365_API dv365_status dv365_trainer_eval_loss(const dv365_trainer *trainer, double *loss,
                                                size_t *n_examples);
+/** dv365_trainer_step with E = backbone.extra_tokens user tokens per example
+ * from the caller (e.g. frozen DV365 tokens through an adapter): extra
+ * [batch, E, dim] follows the encoder's tokens in the backbone, and d_extra
+ * [batch, E, dim] (may be NULL) is OVERWRITTEN with dloss/dextra of the
+ * step's forward.  extra may be NULL only when E = 0 (then this is exactly
+ * dv365_trainer_step); with E > 0 the functions without _ex return
+ * DV365_E_INVALID. */
+DV365_API dv365_status dv365_trainer_step_ex(dv365_trainer *trainer, size_t batch,
+                                             const dv365_timeline *const *timelines,
+                                             const int64_t *label_times, const uint64_t *item_ids,
+                                             const float *dense, const float *labels,
+                                             const float *extra, float *d_extra, double *loss,
+                                             int nthreads);
+/** dv365_trainer_eval_batch with extra tokens, as dv365_trainer_step_ex. */
+DV365_API dv365_status dv365_trainer_eval_batch_ex(dv365_trainer *trainer, size_t batch,
+                                                   const dv365_timeline *const *timelines,
+                                                   const int64_t *label_times,
+                                                   const uint64_t *item_ids, const float *dense,
+                                                   const float *labels, const float *extra,
+                                                   float *logits, int nthreads);
 
 /** Train from files (docs/data.md): `steps` steps of training.batch_size
  * examples (0 = to the end of the current epoch), in an order that is a

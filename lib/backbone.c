@@ -180,7 +180,8 @@ dv365_status dv_backbone_create(const dv365_config *cfg, uint64_t seed, dv_backb
 {
     DV_CHECK_NULL(cfg);
     DV_CHECK_NULL(out);
-    size_t K = dv_config_num_tokens(cfg);
+    /* the encoder's tokens, then the caller's extra tokens (trainer step_ex) */
+    size_t K = dv_config_num_tokens(cfg) + cfg->backbone.extra_tokens;
     dv365_status st = check_config(cfg, K);
     if (st != DV365_OK)
         return st;

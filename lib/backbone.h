@@ -69,7 +69,8 @@ typedef struct dv365_backbone dv_backbone;
 /* The tensor table uses the encoder's struct (name, offset, ndim, shape). */
 typedef dv_enc_tensor dv_bb_tensor;
 
-/* Build from cfg->backbone, cfg->dim and K = dv_config_num_tokens(cfg), and
+/* Build from cfg->backbone, cfg->dim and K = dv_config_num_tokens(cfg) +
+ * cfg->backbone.extra_tokens (the encoder's tokens, then E from outside), and
  * initialize as documented above.  The backbone copies what it needs: cfg
  * may be freed afterwards.  DV365_E_CONFIG for an inconsistent section
  * (no task, bad task, dim 0, absurd sizes), DV365_E_NOMEM. */

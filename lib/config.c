@@ -812,9 +812,10 @@ static dv365_status read_tasks(parser *p, const yaml_node_t *n)
 static dv365_status read_backbone(parser *p, const yaml_node_t *n)
 {
     dv_backbone_cfg *b = &p->cfg->backbone;
-    enum { DENSE, BOTTOM, TOP, ITEMS, TASKS, STD, NKEYS };
-    static const char *const keys[NKEYS] = {"dense_features", "bottom", "top",
-                                            "item_tables",    "tasks",  "init_std"};
+    enum { DENSE, BOTTOM, TOP, ITEMS, TASKS, STD, EXTRA, NKEYS };
+    static const char *const keys[NKEYS] = {"dense_features", "bottom",  "top",
+                                            "item_tables",    "tasks",   "init_std",
+                                            "extra_tokens"};
     yaml_node_t *v[NKEYS];
     dv365_status st;
     double std = b->init_std;
@@ -824,7 +825,9 @@ static dv365_status read_backbone(parser *p, const yaml_node_t *n)
         (v[BOTTOM] && (st = read_widths(p, v[BOTTOM], "backbone.bottom", &b->bottom,
                                         &b->n_bottom))) ||
         (v[TOP] && (st = read_widths(p, v[TOP], "backbone.top", &b->top, &b->n_top))) ||
-        (v[STD] && (st = get_double(p, v[STD], "backbone.init_std", &std))))
+        (v[STD] && (st = get_double(p, v[STD], "backbone.init_std", &std))) ||
+        (v[EXTRA] && (st = get_size(p, v[EXTRA], "backbone.extra_tokens", 0, 4096,
+                                    &b->extra_tokens))))
         return st;
     if (std < 0 || std > 10)
         return fail(p, v[STD], DV365_E_CONFIG, "backbone.init_std must be in [0, 10]");

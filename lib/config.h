@@ -88,6 +88,7 @@ typedef struct dv_backbone_cfg {
     char **task_names;                 /* [n_tasks] */
     dv_task *tasks;                    /* [n_tasks] kind, weight, log1p_target */
     float init_std;                    /* item tables: N(0, init_std^2) */
+    size_t extra_tokens;               /* E user tokens from outside (dv365_trainer_step_ex) */
 } dv_backbone_cfg;
 
 /* How the model is trained (section "training"). */

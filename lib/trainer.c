@@ -84,6 +84,7 @@ struct dv365_trainer {
     dv365_model *m;
     const dv365_config *cfg;
     size_t N, D, K, T, n_dense, n_enc, n_bb, n_tables, n_items;
+    size_t E, KB; /* extra tokens from the caller; KB = K + E backbone user tokens */
 
     dv_adam adam;
     dv_rowwise_adagrad adagrad;
@@ -165,6 +166,8 @@ dv365_status dv365_trainer_create(dv365_model *m, dv365_trainer **out)
     t->N = cfg->n_slices;
     t->D = cfg->dim;
     t->K = dv365_encoder_num_tokens(m->enc);
+    t->E = cfg->backbone.extra_tokens;
+    t->KB = dv_backbone_num_tokens(m->bb);
     t->T = dv_backbone_num_tasks(m->bb);
     t->n_dense = dv_backbone_num_dense(m->bb);
     t->n_enc = dv365_encoder_num_params(m->enc);
@@ -223,7 +226,7 @@ static dv365_status reserve_batch(dv365_trainer *t, size_t B)
 {
     if (B <= t->cap_b)
         return DV365_OK;
-    const size_t ND = t->N * t->D, KD = t->K * t->D;
+    const size_t ND = t->N * t->D, KD = t->K * t->D, KBD = t->KB * t->D;
     size_t enc_acts = dv_encoder_acts_floats(t->m->enc, B);
     size_t bb_acts = dv_backbone_acts_floats(t->m->bb, B);
     if (enc_acts == SIZE_MAX || bb_acts == SIZE_MAX)
@@ -232,8 +235,8 @@ static dv365_status reserve_batch(dv365_trainer *t, size_t B)
         float **p;
         size_t n;
     } bufs[] = {{&t->X, B * ND},          {&t->Ug, B * KD},       {&t->enc_acts, enc_acts},
-                {&t->Ub, B * KD},         {&t->logits, B * t->T}, {&t->dlogits, B * t->T},
-                {&t->bb_acts, bb_acts},   {&t->dUb, B * KD},      {&t->dUg, B * KD},
+                {&t->Ub, B * KBD},        {&t->logits, B * t->T}, {&t->dlogits, B * t->T},
+                {&t->bb_acts, bb_acts},   {&t->dUb, B * KBD},     {&t->dUg, B * KD},
                 {&t->dX, B * ND},         {&t->probs, B * t->T}};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         dv_free(*bufs[i].p);
@@ -315,11 +318,12 @@ static dv365_status pool_groups(dv365_trainer *t, size_t G, int nthreads)
     return dv_model_pool_users(t->m, G, t->g_tl, t->g_cut, t->X, mem, slot, (int)threads);
 }
 
-/* Forward of a grouped batch up to the logits. */
+/* Forward of a grouped batch up to the logits; extra [B, E, D] (E > 0 only)
+ * follows each example's encoder tokens. */
 static dv365_status forward(dv365_trainer *t, size_t B, size_t G, const uint64_t *item_ids,
-                            const float *dense, bool train, int nthreads)
+                            const float *dense, const float *extra, bool train, int nthreads)
 {
-    const size_t KD = t->K * t->D;
+    const size_t KD = t->K * t->D, ED = t->E * t->D, KBD = KD + ED;
     dv365_status st = pool_groups(t, G, nthreads);
     if (st)
         return st;
@@ -329,9 +333,12 @@ static dv365_status forward(dv365_trainer *t, size_t B, size_t G, const uint64_t
         st = dv365_encode(t->m->enc, t->ws, G, t->X, t->Ug, nthreads);
     if (st)
         return st;
-    for (size_t b = 0; b < B; b++)
-        memcpy(t->Ub + b * KD, t->Ug + t->group[b] * KD, KD * sizeof(float));
-    return dv_backbone_forward(t->m->bb, B, dense, t->n_dense, item_ids, t->Ub, t->K, t->logits,
+    for (size_t b = 0; b < B; b++) {
+        memcpy(t->Ub + b * KBD, t->Ug + t->group[b] * KD, KD * sizeof(float));
+        if (ED)
+            memcpy(t->Ub + b * KBD + KD, extra + b * ED, ED * sizeof(float));
+    }
+    return dv_backbone_forward(t->m->bb, B, dense, t->n_dense, item_ids, t->Ub, t->KB, t->logits,
                                t->bb_acts, nthreads);
 }
 
@@ -343,39 +350,50 @@ static dv365_status check_fn_threads(const char *fn, int nthreads)
     return DV365_OK;
 }
 
-dv365_status dv365_trainer_step(dv365_trainer *t, size_t B, const dv365_timeline *const *tls,
-                                const int64_t *label_times, const uint64_t *item_ids,
-                                const float *dense, const float *labels, double *loss,
-                                int nthreads)
+/* The extra tokens are required exactly when the config has some. */
+static dv365_status check_extra(const dv365_trainer *t, const char *fn, const float *extra)
 {
-    dv_clear_error();
-    static const char *fn = "dv365_trainer_step";
+    if (t->E > 0 && extra == NULL)
+        return dv_error(DV365_E_INVALID,
+                        "%s: the config has backbone.extra_tokens = %zu: pass them with the _ex "
+                        "function", fn, t->E);
+    return DV365_OK;
+}
+
+static dv365_status step(dv365_trainer *t, const char *fn, size_t B,
+                         const dv365_timeline *const *tls, const int64_t *label_times,
+                         const uint64_t *item_ids, const float *dense, const float *labels,
+                         const float *extra, float *d_extra, double *loss, int nthreads)
+{
     DV_CHECK_NULL(t);
     dv365_status st = check_fn_threads(fn, nthreads);
     size_t G = 0;
-    if (st || (st = group_batch(t, fn, B, tls, label_times, item_ids, labels, &G)))
+    if (st || (st = check_extra(t, fn, extra)) ||
+        (st = group_batch(t, fn, B, tls, label_times, item_ids, labels, &G)))
         return st;
-    const size_t D = t->D, KD = t->K * D, ND = t->N * D;
+    const size_t D = t->D, KD = t->K * D, ND = t->N * D, ED = t->E * D, KBD = KD + ED;
     double total;
 
     /* forward and loss */
-    if ((st = forward(t, B, G, item_ids, dense, true, nthreads)) ||
+    if ((st = forward(t, B, G, item_ids, dense, extra, true, nthreads)) ||
         (st = dv_backbone_loss(t->m->bb, B, t->logits, labels, &total, t->task_loss, t->dlogits)))
         return dv_error_context(st, "%s", fn);
 
     /* backward */
     memset(t->enc_grad, 0, t->n_enc * sizeof(float));
     memset(t->bb_grad, 0, t->n_bb * sizeof(float));
-    memset(t->dUb, 0, B * KD * sizeof(float));
+    memset(t->dUb, 0, B * KBD * sizeof(float));
     if ((st = dv_backbone_backward(t->m->bb, t->ws, B, dense, item_ids, t->bb_acts, t->dlogits,
                                    t->bb_grad, t->item_grad, t->dUb, nthreads)))
         return dv_error_context(st, "%s", fn);
     memset(t->dUg, 0, G * KD * sizeof(float));
     for (size_t b = 0; b < B; b++) {
         float *dst = t->dUg + t->group[b] * KD;
-        const float *src = t->dUb + b * KD;
+        const float *src = t->dUb + b * KBD;
         for (size_t i = 0; i < KD; i++)
             dst[i] += src[i];
+        if (d_extra && ED)
+            memcpy(d_extra + b * ED, src + KD, ED * sizeof(float));
     }
     memset(t->dX, 0, G * ND * sizeof(float));
     if ((st = dv_encoder_backward(t->m->enc, t->ws, G, t->X, t->enc_acts, t->dUg, t->enc_grad,
@@ -439,6 +457,26 @@ dv365_status dv365_trainer_step(dv365_trainer *t, size_t B, const dv365_timeline
     return DV365_OK;
 }
 
+dv365_status dv365_trainer_step(dv365_trainer *t, size_t B, const dv365_timeline *const *tls,
+                                const int64_t *label_times, const uint64_t *item_ids,
+                                const float *dense, const float *labels, double *loss,
+                                int nthreads)
+{
+    dv_clear_error();
+    return step(t, "dv365_trainer_step", B, tls, label_times, item_ids, dense, labels, NULL, NULL,
+                loss, nthreads);
+}
+
+dv365_status dv365_trainer_step_ex(dv365_trainer *t, size_t B, const dv365_timeline *const *tls,
+                                   const int64_t *label_times, const uint64_t *item_ids,
+                                   const float *dense, const float *labels, const float *extra,
+                                   float *d_extra, double *loss, int nthreads)
+{
+    dv_clear_error();
+    return step(t, "dv365_trainer_step_ex", B, tls, label_times, item_ids, dense, labels, extra,
+                d_extra, loss, nthreads);
+}
+
 uint64_t dv365_trainer_steps(const dv365_trainer *t) { return t ? t->adam.step : 0; }
 
 dv365_status dv365_trainer_task_loss(const dv365_trainer *t, size_t task, double *loss)
@@ -467,19 +505,18 @@ void dv365_trainer_eval_reset(dv365_trainer *t)
     t->eval_n = 0;
 }
 
-dv365_status dv365_trainer_eval_batch(dv365_trainer *t, size_t B, const dv365_timeline *const *tls,
-                                      const int64_t *label_times, const uint64_t *item_ids,
-                                      const float *dense, const float *labels, float *logits,
-                                      int nthreads)
+static dv365_status eval_batch(dv365_trainer *t, const char *fn, size_t B,
+                               const dv365_timeline *const *tls, const int64_t *label_times,
+                               const uint64_t *item_ids, const float *dense, const float *labels,
+                               const float *extra, float *logits, int nthreads)
 {
-    dv_clear_error();
-    static const char *fn = "dv365_trainer_eval_batch";
     DV_CHECK_NULL(t);
     dv365_status st = check_fn_threads(fn, nthreads);
     size_t G = 0;
     double total;
-    if (st || (st = group_batch(t, fn, B, tls, label_times, item_ids, labels, &G)) ||
-        (st = forward(t, B, G, item_ids, dense, false, nthreads)) ||
+    if (st || (st = check_extra(t, fn, extra)) ||
+        (st = group_batch(t, fn, B, tls, label_times, item_ids, labels, &G)) ||
+        (st = forward(t, B, G, item_ids, dense, extra, false, nthreads)) ||
         (st = dv_backbone_loss(t->m->bb, B, t->logits, labels, &total, NULL, NULL)))
         return st ? dv_error_context(st, "%s", fn) : st;
     const dv_task *tasks = dv_backbone_tasks(t->m->bb);
@@ -507,6 +544,27 @@ dv365_status dv365_trainer_eval_batch(dv365_trainer *t, size_t B, const dv365_ti
     if (logits)
         memcpy(logits, t->logits, B * t->T * sizeof(float));
     return DV365_OK;
+}
+
+dv365_status dv365_trainer_eval_batch(dv365_trainer *t, size_t B, const dv365_timeline *const *tls,
+                                      const int64_t *label_times, const uint64_t *item_ids,
+                                      const float *dense, const float *labels, float *logits,
+                                      int nthreads)
+{
+    dv_clear_error();
+    return eval_batch(t, "dv365_trainer_eval_batch", B, tls, label_times, item_ids, dense, labels,
+                      NULL, logits, nthreads);
+}
+
+dv365_status dv365_trainer_eval_batch_ex(dv365_trainer *t, size_t B,
+                                         const dv365_timeline *const *tls,
+                                         const int64_t *label_times, const uint64_t *item_ids,
+                                         const float *dense, const float *labels,
+                                         const float *extra, float *logits, int nthreads)
+{
+    dv_clear_error();
+    return eval_batch(t, "dv365_trainer_eval_batch_ex", B, tls, label_times, item_ids, dense,
+                      labels, extra, logits, nthreads);
 }
 
 dv365_status dv365_trainer_eval_result(dv365_trainer *t, size_t task, double *ne, double *auc,

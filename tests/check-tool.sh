@@ -31,7 +31,7 @@ contains() { # contains TEXT DESCRIPTION
 
 expect 0 "top-level help" -- "$dv365" --help
 contains "commands:" "top-level help"
-for c in bench demo embed encode eval init inspect synth train; do
+for c in bench demo embed encode eval experiment init inspect synth train; do
     expect 0 "$c --help" -- "$dv365" "$c" --help
     contains "usage: dv365 $c" "$c --help"
 done

@@ -153,6 +153,7 @@ static void test_backbone_and_training(void **state)
                        "  dense_features: 3\n"
                        "  bottom: []\n"
                        "  item_tables: {media: 50}\n"
+                       "  extra_tokens: 4\n"
                        "  tasks: [{name: click, type: binary, weight: 2}]\n"
                        "training: {gap: 0s, batch_size: 4, seed: 9,\n"
                        "           optimizer: {type: adam, lr: 0.01}}\n";
@@ -163,6 +164,7 @@ static void test_backbone_and_training(void **state)
     assert_int_equal(b->n_top, 2); /* default */
     assert_true(b->item_field[DV_FIELD_MEDIA] && !b->item_field[DV_FIELD_AUTHOR]);
     assert_int_equal(b->item_rows[DV_FIELD_MEDIA], 50);
+    assert_int_equal(b->extra_tokens, 4);
     assert_int_equal(b->n_tasks, 1);
     assert_string_equal(b->task_names[0], "click");
     assert_true(b->tasks[0].weight == 2.0);
@@ -176,6 +178,7 @@ static void test_backbone_and_training(void **state)
     /* without the sections: defaults (six tasks, 24 h gap) */
     ASSERT_OK(parse(small_yaml, &cfg));
     assert_int_equal(cfg->backbone.n_tasks, 6);
+    assert_int_equal(cfg->backbone.extra_tokens, 0);
     assert_int_equal(cfg->training.gap_s, 86400);
     dv365_config_free(cfg);
 }
@@ -267,6 +270,8 @@ static void test_bad_configs(void **state)
         {BASE "backbone: {item_tables: {isbn: 5}}\n", DV365_E_CONFIG, "unknown id field 'isbn'"},
         {BASE "backbone: {top: [0]}\n", DV365_E_CONFIG, "backbone.top must be in"},
         {BASE "backbone: {wide: 1}\n", DV365_E_CONFIG, "unknown key 'wide' in backbone"},
+        {BASE "backbone: {extra_tokens: 5000}\n", DV365_E_CONFIG, "backbone.extra_tokens must be in"},
+        {BASE "backbone: {extra_tokens: -1}\n", DV365_E_CONFIG, "whole number"},
         {BASE "training: {gap: yesterday}\n", DV365_E_CONFIG, "duration like"},
         {BASE "training: {optimizer: {type: sgd}}\n", DV365_E_CONFIG, "adam or adamw"},
         {BASE "training: {optimizer: {lr: 0}}\n", DV365_E_CONFIG, "lr must be > 0"},

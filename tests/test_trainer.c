@@ -271,6 +271,150 @@ static void test_gap_hides_last_day(void **state)
     dv365_model_free(m2);
 }
 
+/* A model of configs/small.yaml with backbone.extra_tokens = E (0: the file as is). */
+static dv365_model *model_with_extra(size_t E)
+{
+    char path[192];
+    snprintf(path, sizeof path, "%s/extra%zu.yaml", dir, E);
+    FILE *in = fopen(test_source_path("configs/small.yaml"), "rb"), *out = fopen(path, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    if (E)
+        fprintf(out, "\nbackbone:\n  extra_tokens: %zu\n", E);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+    dv365_model *m;
+    ASSERT_OK(dv365_model_init(path, 5, &m));
+    return m;
+}
+
+/* Two examples of one synthetic user, as in test_gap_hides_last_day. */
+static dv365_timeline *small_timeline(const dv365_config *cfg)
+{
+    enum { n = 120 };
+    int64_t time[n];
+    uint64_t media[n], author[n], topic[n];
+    int32_t action[n], mtype[n], surface[n];
+    float dur[n], dwell[n];
+    for (int i = 0; i < n; i++) {
+        time[i] = 1750000000 - 2 * 86400 - (int64_t)i * 40000;
+        media[i] = (uint64_t)(i * 37 % 500);
+        author[i] = media[i] / 5;
+        topic[i] = media[i] % 17;
+        action[i] = i % 4 == 0 ? 1 : 0;
+        mtype[i] = i % 3;
+        surface[i] = i % 5;
+        dur[i] = 30000;
+        dwell[i] = (float)(i * 997 % 40000);
+    }
+    dv365_timeline *tl;
+    ASSERT_OK(dv365_timeline_create(cfg, &tl));
+    ASSERT_OK(dv365_timeline_append(tl, n, time, media, author, topic, action, mtype, surface, dur,
+                                    dwell));
+    return tl;
+}
+
+static double eval_total(dv365_trainer *t, const dv365_timeline *const *tls, const int64_t *lt,
+                         const uint64_t *items, const float *dense, const float *labels,
+                         const float *extra)
+{
+    double loss;
+    dv365_trainer_eval_reset(t);
+    ASSERT_OK(dv365_trainer_eval_batch_ex(t, 2, tls, lt, items, dense, labels, extra, NULL, 1));
+    ASSERT_OK(dv365_trainer_eval_loss(t, &loss, NULL));
+    return loss; /* the mean per example of the batch's weighted loss = the batch loss */
+}
+
+static void test_extra_tokens(void **state)
+{
+    (void)state;
+    const int64_t lt[2] = {1750000000, 1750000000 - 3600};
+    const uint64_t items[6] = {1, 2, 3, 4, 5, 6};
+    const float dense[16] = {0.5f, 1, 0, 0, 0, 0, 0, 0, 1, 0.5f, 0, 0, 0, 0, 0, 0};
+    const float labels[12] = {1, 0, 0, 1, 0, 12.5f, 0, 1, 1, 0, 1, 2.0f};
+
+    /* E = 0: step_ex without extra is bitwise the old step */
+    dv365_model *m1 = model_with_extra(0), *m2 = model_with_extra(0);
+    dv365_timeline *tl = small_timeline(dv365_model_config(m1));
+    const dv365_timeline *tls[2] = {tl, tl};
+    dv365_trainer *t1, *t2;
+    ASSERT_OK(dv365_trainer_create(m1, &t1));
+    ASSERT_OK(dv365_trainer_create(m2, &t2));
+    for (int s = 0; s < 3; s++) {
+        double l1, l2;
+        ASSERT_OK(dv365_trainer_step(t1, 2, tls, lt, items, dense, labels, &l1, 1));
+        ASSERT_OK(dv365_trainer_step_ex(t2, 2, tls, lt, items, dense, labels, NULL, NULL, &l2, 1));
+        assert_true(l1 == l2);
+    }
+    assert_true(dv365_model_fingerprint(m1) == dv365_model_fingerprint(m2));
+    dv365_trainer_free(t1);
+    dv365_trainer_free(t2);
+    dv365_model_free(m1);
+    dv365_model_free(m2);
+    dv365_timeline_free(tl);
+
+    /* E = 3: the old functions refuse; d_extra matches finite differences */
+    enum { E = 3, D = 32, n = 2 * E * D };
+    dv365_model *m = model_with_extra(E);
+    tl = small_timeline(dv365_model_config(m)); /* timelines belong to one config */
+    tls[0] = tls[1] = tl;
+    dv365_trainer *t;
+    ASSERT_OK(dv365_trainer_create(m, &t));
+    double loss;
+    ASSERT_ERR(dv365_trainer_step(t, 2, tls, lt, items, dense, labels, &loss, 1), DV365_E_INVALID,
+               "extra_tokens");
+    ASSERT_ERR(dv365_trainer_eval_batch(t, 2, tls, lt, items, dense, labels, NULL, 1),
+               DV365_E_INVALID, "extra_tokens");
+    ASSERT_ERR(dv365_trainer_step_ex(t, 2, tls, lt, items, dense, labels, NULL, NULL, &loss, 1),
+               DV365_E_INVALID, "extra_tokens");
+    float extra[n], dir_v[n], d_extra[n], x[n];
+    for (int i = 0; i < n; i++) {
+        extra[i] = 0.5f * sinf(0.37f * (float)i);
+        dir_v[i] = cosf(1.3f * (float)i);
+    }
+    float bad[n];
+    memcpy(bad, extra, sizeof bad);
+    bad[E * D + 5] = NAN;
+    ASSERT_ERR(dv365_trainer_eval_batch_ex(t, 2, tls, lt, items, dense, labels, bad, NULL, 1),
+               DV365_E_NONFINITE, NULL);
+
+    /* the analytic directional derivative at the current parameters ... */
+    double l0 = eval_total(t, tls, lt, items, dense, labels, extra);
+    const double h = 1e-2;
+    for (int i = 0; i < n; i++)
+        x[i] = extra[i] + (float)h * dir_v[i];
+    double lp = eval_total(t, tls, lt, items, dense, labels, x);
+    for (int i = 0; i < n; i++)
+        x[i] = extra[i] - (float)h * dir_v[i];
+    double lm = eval_total(t, tls, lt, items, dense, labels, x);
+    /* ... from the step, whose gradient is of the pre-update forward */
+    memset(d_extra, 0xff, sizeof d_extra); /* overwritten, not accumulated */
+    ASSERT_OK(dv365_trainer_step_ex(t, 2, tls, lt, items, dense, labels, extra, d_extra, &loss, 1));
+    assert_true(fabs(loss - l0) <= 1e-5 * fabs(l0) + 1e-6);
+    double an = 0, gn = 0;
+    for (int i = 0; i < n; i++) {
+        assert_true(isfinite(d_extra[i]));
+        an += (double)d_extra[i] * dir_v[i];
+        gn += (double)d_extra[i] * d_extra[i];
+    }
+    double fd = (lp - lm) / (2 * h);
+    assert_true(gn > 0);
+    assert_true(fabs(fd - an) <= 0.005 * fabs(an) + 1e-4);
+    /* the extra tokens matter: a changed token changes the loss after the step too */
+    double a1 = eval_total(t, tls, lt, items, dense, labels, extra);
+    double a2 = eval_total(t, tls, lt, items, dense, labels, x);
+    assert_true(a1 != a2);
+    /* d_extra may be NULL */
+    ASSERT_OK(dv365_trainer_step_ex(t, 2, tls, lt, items, dense, labels, extra, NULL, &loss, 1));
+    dv365_trainer_free(t);
+    dv365_model_free(m);
+    dv365_timeline_free(tl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_thread_count_invariance),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_gap_hides_last_day),
+        cmocka_unit_test(test_extra_tokens),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

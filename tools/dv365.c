@@ -296,6 +296,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_experiment(int argc, char **argv);
 
 static const command commands[] = {
     {"bench", cmd_bench, "users/s this machine embeds with a model, end to end"},
@@ -303,6 +304,7 @@ static const command commands[] = {
     {"embed", cmd_embed, "embed every user of a timeline file into the store"},
     {"encode", cmd_encode, "encode pooled inputs x from safetensors into tokens u"},
     {"eval", cmd_eval, "evaluate a model in its backbone on labelled examples"},
+    {"experiment", cmd_experiment, "the paper's experiments (ranking transfer) on a world"},
     {"init", cmd_init, "create a model directory with seeded weights"},
     {"inspect", cmd_inspect, "show a config, a model directory or a blob"},
     {"synth", cmd_synth, "generate the synthetic world (timelines, examples, truth)"},
