@@ -12,6 +12,18 @@
 #define DV_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DV_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* Compile a hot function for AVX-512, AVX2 and baseline x86-64, picked once
+ * per process by the CPU (so every thread runs the same code).  Not with
+ * clang, whose vector extensions reject 64-byte vectors in the baseline
+ * clone, nor under ThreadSanitizer, whose runtime is not up yet when the
+ * clones' ifunc resolvers run; -DDV365_NO_CLONES turns them off too. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(__SANITIZE_THREAD__) && !defined(DV365_NO_CLONES)
+#define DV_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DV_SIMD_CLONES
+#endif
+
 /* --- errors (error.c) ---------------------------------------------------- */
 
 /* Record a formatted message for this thread and return st.  Use as

@@ -10,6 +10,8 @@
 #ifndef DV365_NN_SIMD_H
 #define DV365_NN_SIMD_H
 
+#include "internal.h"
+
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,11 +25,8 @@ typedef int32_t nn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
 #define NN_INLINE static inline __attribute__((always_inline))
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(DV365_NO_CLONES)
-#define DV_NN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DV_NN_CLONES
-#endif
+/* The functions using these helpers carry DV_SIMD_CLONES (lib/internal.h). */
+#define DV_NN_CLONES DV_SIMD_CLONES
 
 NN_INLINE nn_v16 nn_splat(float x) { return (nn_v16){0} + x; }
 NN_INLINE nn_v16 nn_load(const float *p) { return *(const nn_v16 *)p; }

@@ -18,12 +18,6 @@
  * lowered to AVX-512, AVX2 or SSE by the clones below. */
 typedef float dv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(DV365_NO_CLONES)
-#define DV_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DV_SIMD_CLONES
-#endif
-
 /* y[k] += w[k] * x for k < n: one table row added into n slices. */
 DV_SIMD_CLONES static void axpy_multi(size_t D, const float *x, size_t n, float *const *y,
                                       const float *w)
