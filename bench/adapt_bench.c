@@ -14,6 +14,7 @@
  * nn.Linear, same thread count.  Outputs of both sides are compared.
  * Last line: {"bench": "adapt", "unit": "users/s", ...} for batch 1 (the
  * per-request path): users/s = 1 / p50 latency. */
+#include "benchutil.h"
 #include "internal.h"
 #include "safetensors.h"
 
@@ -30,26 +31,6 @@
 #define BATCH 64
 #define REPS1 4000 /* batch-1 calls timed */
 #define REPS64 300 /* batch-64 calls timed */
-
-#define DIE(...)                                                                          \
-    do {                                                                                  \
-        fprintf(stderr, __VA_ARGS__);                                                     \
-        fprintf(stderr, " (%s)\n", dv365_last_error());                                   \
-        exit(1);                                                                          \
-    } while (0)
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* q-quantile (0..1) of v (sorted in place), nearest rank. */
 static double quantile(double *v, size_t n, double q)
@@ -157,7 +138,6 @@ int main(int argc, char **argv)
     dv_st_writer *w;
     size_t sb[2] = {USERS, bs}, sw[2] = {P, (size_t)K * D}, sbias[1] = {P},
            sy[2] = {BATCH, P};
-    char val[32];
     if (dv_st_writer_create(&w) || dv_st_writer_add(w, "blobs", DV_DTYPE_U8, 2, sb, blobs) ||
         dv_st_writer_add(w, "weight", DV_DTYPE_F32, 2, sw, par) ||
         dv_st_writer_add(w, "bias", DV_DTYPE_F32, 1, sbias, par + (size_t)P * K * D) ||
@@ -165,11 +145,7 @@ int main(int argc, char **argv)
         DIE("writer");
     const char *keys[] = {"K", "D", "header", "reps1", "reps64", "batch"};
     size_t vals[] = {K, D, DV365_BLOB_HEADER_BYTES, REPS1, REPS64, BATCH};
-    for (int i = 0; i < 6; i++) {
-        snprintf(val, sizeof val, "%zu", vals[i]);
-        if (dv_st_writer_set_metadata(w, keys[i], val))
-            DIE("metadata");
-    }
+    put_sizes(w, keys, vals, 6);
     snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
     if (dv_st_writer_write(w, path))
         DIE("write inputs");

@@ -14,6 +14,7 @@
  * The peer (bench/encode_peer.py) loads the weights this program saves.
  * Last line: {"bench": "encode", "unit": "users/s", "ours", "peer", "ratio"}
  * for batch 64. */
+#include "benchutil.h"
 #include "config.h"
 #include "encoder.h"
 #include "gemm.h"
@@ -38,19 +39,6 @@
 #define BATCH 64
 #define CHUNK 16 /* users per GEMM group in dv365_encode (ENC_CHUNK) */
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* The fastest of n runs: on a shared machine other processes only ever add
  * time, so the minimum is the most repeatable figure (the peer does the same). */
 static double fastest(double *v, int n)
@@ -58,13 +46,6 @@ static double fastest(double *v, int n)
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return v[0];
 }
-
-#define DIE(...)                                                                          \
-    do {                                                                                  \
-        fprintf(stderr, __VA_ARGS__);                                                     \
-        fprintf(stderr, " (%s)\n", dv365_last_error());                                   \
-        exit(1);                                                                          \
-    } while (0)
 
 /* The GEMMs of one dv365_encode call on B users, as (m, n, k, transB). */
 typedef struct gemm_shape {
@@ -222,18 +203,13 @@ int main(int argc, char **argv)
         DIE("save");
     dv_st_writer *w;
     size_t sx[3] = {BATCH, N, D}, su[3] = {BATCH, K, D};
-    char val[32];
     if (dv_st_writer_create(&w) || dv_st_writer_add(w, "x", DV_DTYPE_F32, 3, sx, X) ||
         dv_st_writer_add(w, "du", DV_DTYPE_F32, 3, su, dU))
         DIE("writer");
     const char *keys[] = {"N", "D", "blocks", "layers", "heads", "ffn", "stride", "k_lce"};
     size_t vals[] = {N, D, cfg.encoder.blocks, cfg.encoder.layers_per_block, cfg.encoder.heads,
                      cfg.encoder.ffn, cfg.encoder.stride, cfg.encoder.k_lce};
-    for (int i = 0; i < 8; i++) {
-        snprintf(val, sizeof val, "%zu", vals[i]);
-        if (dv_st_writer_set_metadata(w, keys[i], val))
-            DIE("metadata");
-    }
+    put_sizes(w, keys, vals, 8);
     snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
     if (dv_st_writer_write(w, path))
         DIE("write inputs");

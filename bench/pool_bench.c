@@ -9,9 +9,11 @@
  * counts equal ours (so both sides did the same slicing).  Ours is timed
  * from raw columns: timeline build (validation, sort, derived values) +
  * slicing + pooling.  Last line: the JSON summary for the 40K user. */
+#include "benchutil.h"
 #include "config.h"
 #include "dv365.h"
 #include "internal.h"
+#include "trajectory_spec.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -23,13 +25,6 @@
 #ifndef DV365_SOURCE_ROOT
 #define DV365_SOURCE_ROOT "."
 #endif
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ synthetic user */
 
@@ -148,37 +143,6 @@ static void free_user(user *u)
 
 /* ------------------------------------------------------------ export for the peer */
 
-static void put_list(FILE *f, const uint8_t *ok, size_t n)
-{
-    if (ok == NULL) {
-        fputs("null", f);
-        return;
-    }
-    fputc('[', f);
-    bool first = true;
-    for (size_t i = 0; i < n; i++)
-        if (ok[i]) {
-            fprintf(f, "%s%zu", first ? "" : ",", i);
-            first = false;
-        }
-    fputc(']', f);
-}
-
-static void put_range(FILE *f, const dv_range *r)
-{
-    fputc('[', f);
-    if (r->has_min)
-        fprintf(f, "%.17g", r->min);
-    else
-        fputs("null", f);
-    fputc(',', f);
-    if (r->has_max)
-        fprintf(f, "%.17g", r->max);
-    else
-        fputs("null", f);
-    fputc(']', f);
-}
-
 static bool write_spec(const char *dir, const dv365_config *cfg, int64_t cutoff,
                        const user *users, size_t n_users)
 {
@@ -189,42 +153,8 @@ static bool write_spec(const char *dir, const dv365_config *cfg, int64_t cutoff,
         return false;
     fprintf(f, "{\"dim\": %zu, \"gamma\": %.17g, \"cutoff\": %lld,\n", cfg->dim, cfg->gamma,
             (long long)cutoff);
-    fputs("\"explicit\": [", f);
-    for (size_t a = 0; a < cfg->n_actions; a++)
-        fprintf(f, "%s%d", a ? "," : "", cfg->action_explicit[a] ? 1 : 0);
-    fprintf(f, "],\n\"vocab\": {\"actions\": %zu, \"media_types\": %zu, \"surfaces\": %zu},\n",
-            cfg->n_actions, cfg->n_media_types, cfg->n_surfaces);
-    fputs("\"tables\": [", f);
-    for (size_t t = 0; t < cfg->n_tables; t++)
-        fprintf(f, "%s%zu", t ? "," : "", cfg->table_rows[t]);
-    fputs("],\n\"defs\": [\n", f);
-    for (size_t d = 0; d < cfg->n_defs; d++) {
-        const dv_slice_def *def = &cfg->defs[d];
-        fprintf(f, "%s {\"kind\": %d, \"weight\": %d, \"actions\": ", d ? "," : "", (int)def->kind,
-                (int)def->weight);
-        put_list(f, def->action_ok, cfg->n_actions);
-        fputs(", \"media_types\": ", f);
-        put_list(f, def->media_type_ok, cfg->n_media_types);
-        fputs(", \"surfaces\": ", f);
-        put_list(f, def->surface_ok, cfg->n_surfaces);
-        fputs(", \"dwell_ms\": ", f);
-        put_range(f, &def->dwell_ms);
-        fputs(", \"watch_ratio\": ", f);
-        put_range(f, &def->watch_ratio);
-        fputs(", \"watch_score\": ", f);
-        put_range(f, &def->watch_score);
-        fputs("}\n", f);
-    }
-    fputs("],\n\"windows\": [", f);
-    for (size_t w = 0; w < cfg->n_windows; w++)
-        fprintf(f, "%s[%lld,%lld]", w ? "," : "",
-                cfg->windows[w].from_s == INT64_MAX ? -1LL : (long long)cfg->windows[w].from_s,
-                (long long)cfg->windows[w].to_s);
-    fputs("],\n\"slices\": [", f);
-    for (size_t s = 0; s < cfg->n_slices; s++)
-        fprintf(f, "%s[%zu,%d,%zu,%zu]", s ? "," : "", cfg->slices[s].def, (int)cfg->slices[s].field,
-                cfg->slices[s].table, cfg->slices[s].window);
-    fputs("],\n\"users\": [", f);
+    spec_rules(f, cfg);
+    fputs(",\n\"users\": [", f);
     for (size_t k = 0; k < n_users; k++)
         fprintf(f, "%s%zu", k ? "," : "", users[k].n);
     fputs("]}\n", f);
@@ -253,12 +183,6 @@ static bool write_spec(const char *dir, const dv365_config *cfg, int64_t cutoff,
 
 #define N_USERS 2
 #define REPS 7
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv)
 {

@@ -8,6 +8,7 @@
  * Each figure is the best of several timed repetitions (memcpy and
  * dequantize also alternately, for the headline ratio).  The last line is
  * the JSON summary: ours = dequantize (stream), peer = memcpy (stream). */
+#include "benchutil.h"
 #include "dv365.h"
 #include "quant4.h"
 
@@ -16,13 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct job {
     int kind; /* 0 memcpy, 1 quantize, 2 dequantize */

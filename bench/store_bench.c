@@ -19,6 +19,7 @@
  * the pread file at 2 threads.
  *
  *   store_bench [N_USERS] [DIR]     (DIR default: a new directory in /tmp) */
+#include "benchutil.h"
 #include "dv365.h"
 
 #include <fcntl.h>
@@ -35,13 +36,6 @@
 #define TEMPLATES 512   /* distinct blobs, reused round-robin over users */
 #define OPS_PER_THREAD 50000
 #define REPS 3 /* best of */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t mix(uint64_t x)
 {
@@ -171,12 +165,6 @@ static void *read_loop(void *arg)
     dv365_store_reader_free(r);
     free(buf);
     return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 typedef struct result {

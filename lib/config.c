@@ -214,6 +214,17 @@ static dv365_status require(parser *p, const yaml_node_t *map, yaml_node_t *v, c
     return fail(p, map, DV365_E_CONFIG, "%s needs the key '%s'", what, key);
 }
 
+/* read_keys, then the first n_required keys must be there. */
+static dv365_status read_keys_req(parser *p, const yaml_node_t *map, const char *what,
+                                  const char *const *allowed, size_t n_allowed,
+                                  size_t n_required, yaml_node_t **values)
+{
+    dv365_status st = read_keys(p, map, what, allowed, n_allowed, values);
+    for (size_t i = 0; i < n_required && st == DV365_OK; i++)
+        st = require(p, map, values[i], allowed[i], what);
+    return st;
+}
+
 static size_t seq_len(const yaml_node_t *n)
 {
     return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
@@ -224,20 +235,33 @@ static yaml_node_t *seq_item(parser *p, const yaml_node_t *n, size_t i)
     return node_at(p, n->data.sequence.items.start[i]);
 }
 
+/* A list of 1 to max items (what they are is `noun`); its length into *len. */
+static dv365_status read_list(parser *p, const yaml_node_t *n, const char *what, size_t max,
+                              const char *noun, size_t *len)
+{
+    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, what);
+    if (st)
+        return st;
+    *len = seq_len(n);
+    if (*len == 0 || *len > max)
+        return fail(p, n, DV365_E_CONFIG, "%s must list 1 to %zu %s", what, max, noun);
+    return DV365_OK;
+}
+
+static dv365_status oom(void) { return dv_error(DV365_E_NOMEM, "config: out of memory"); }
+
 /* ------------------------------------------------------------ vocab ---- */
 
 /* A list of unique names into *names / *count. */
 static dv365_status read_name_list(parser *p, const yaml_node_t *n, const char *what,
                                    char ***names, size_t *count)
 {
-    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, what);
+    size_t len;
+    dv365_status st = read_list(p, n, what, MAX_VOCAB, "names", &len);
     if (st)
         return st;
-    size_t len = seq_len(n);
-    if (len == 0 || len > MAX_VOCAB)
-        return fail(p, n, DV365_E_CONFIG, "%s must list 1 to %d names", what, MAX_VOCAB);
     if (!(*names = dv_calloc(len, sizeof(char *))))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = seq_item(p, n, i);
         const char *s;
@@ -246,7 +270,7 @@ static dv365_status read_name_list(parser *p, const yaml_node_t *n, const char *
         if (find_name(*names, *count, s) >= 0)
             return fail(p, item, DV365_E_CONFIG, "'%s' is listed twice in %s", s, what);
         if (!((*names)[i] = dv_strdup(s)))
-            return dv_error(DV365_E_NOMEM, "config: out of memory");
+            return oom();
         *count = i + 1;
     }
     return DV365_OK;
@@ -255,31 +279,27 @@ static dv365_status read_name_list(parser *p, const yaml_node_t *n, const char *
 static dv365_status read_actions(parser *p, const yaml_node_t *n)
 {
     dv365_config *cfg = p->cfg;
-    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, "vocab.actions");
+    size_t len;
+    dv365_status st = read_list(p, n, "vocab.actions", MAX_VOCAB, "actions", &len);
     if (st)
         return st;
-    size_t len = seq_len(n);
-    if (len == 0 || len > MAX_VOCAB)
-        return fail(p, n, DV365_E_CONFIG, "vocab.actions must list 1 to %d actions", MAX_VOCAB);
     cfg->action_names = dv_calloc(len, sizeof(char *));
     cfg->action_explicit = dv_calloc(len, 1);
     if (!cfg->action_names || !cfg->action_explicit)
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     static const char *const keys[] = {"name", "explicit"};
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = seq_item(p, n, i), *v[2];
         const char *name;
         bool expl = false;
-        if ((st = read_keys(p, item, "an action", keys, 2, v)) ||
-            (st = require(p, item, v[0], "name", "an action")) ||
-            (st = require(p, item, v[1], "explicit", "an action")) ||
+        if ((st = read_keys_req(p, item, "an action", keys, 2, 2, v)) ||
             (st = get_name(p, v[0], "action name", &name)) ||
             (st = get_bool(p, v[1], "explicit", &expl)))
             return st;
         if (find_name(cfg->action_names, cfg->n_actions, name) >= 0)
             return fail(p, v[0], DV365_E_CONFIG, "action '%s' is listed twice", name);
         if (!(cfg->action_names[i] = dv_strdup(name)))
-            return dv_error(DV365_E_NOMEM, "config: out of memory");
+            return oom();
         cfg->action_explicit[i] = expl;
         cfg->n_actions = i + 1;
     }
@@ -291,11 +311,8 @@ static dv365_status read_vocab(parser *p, const yaml_node_t *n)
     static const char *const keys[] = {"actions", "media_types", "surfaces"};
     yaml_node_t *v[3];
     dv365_status st;
-    if ((st = read_keys(p, n, "vocab", keys, 3, v)))
+    if ((st = read_keys_req(p, n, "vocab", keys, 3, 3, v)))
         return st;
-    for (int i = 0; i < 3; i++)
-        if ((st = require(p, n, v[i], keys[i], "vocab")))
-            return st;
     dv365_config *cfg = p->cfg;
     if ((st = read_actions(p, v[0])) ||
         (st = read_name_list(p, v[1], "vocab.media_types", &cfg->media_type_names,
@@ -310,31 +327,27 @@ static dv365_status read_vocab(parser *p, const yaml_node_t *n)
 static dv365_status read_tables(parser *p, const yaml_node_t *n)
 {
     dv365_config *cfg = p->cfg;
-    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, "tables");
+    size_t len;
+    dv365_status st = read_list(p, n, "tables", MAX_VOCAB, "tables", &len);
     if (st)
         return st;
-    size_t len = seq_len(n);
-    if (len == 0 || len > MAX_VOCAB)
-        return fail(p, n, DV365_E_CONFIG, "tables must list 1 to %d tables", MAX_VOCAB);
     cfg->table_names = dv_calloc(len, sizeof(char *));
     cfg->table_rows = dv_calloc(len, sizeof(size_t));
     if (!cfg->table_names || !cfg->table_rows)
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     static const char *const keys[] = {"name", "rows"};
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = seq_item(p, n, i), *v[2];
         const char *name;
         size_t rows;
-        if ((st = read_keys(p, item, "a table", keys, 2, v)) ||
-            (st = require(p, item, v[0], "name", "a table")) ||
-            (st = require(p, item, v[1], "rows", "a table")) ||
+        if ((st = read_keys_req(p, item, "a table", keys, 2, 2, v)) ||
             (st = get_name(p, v[0], "table name", &name)) ||
             (st = get_size(p, v[1], "table rows", 1, MAX_TABLE_ROWS, &rows)))
             return st;
         if (find_name(cfg->table_names, cfg->n_tables, name) >= 0)
             return fail(p, v[0], DV365_E_CONFIG, "table '%s' is listed twice", name);
         if (!(cfg->table_names[i] = dv_strdup(name)))
-            return dv_error(DV365_E_NOMEM, "config: out of memory");
+            return oom();
         cfg->table_rows[i] = rows;
         cfg->n_tables = i + 1;
     }
@@ -407,9 +420,9 @@ static dv365_status intern_window(dv365_config *cfg, int64_t from, int64_t to, s
     }
     size_t n = cfg->n_windows;
     if (!dv_grow((void **)&cfg->windows, n * sizeof(dv_window), (n + 1) * sizeof(dv_window)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     if (!(cfg->windows[n].name = dv_strdup(name)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     cfg->windows[n].from_s = from;
     cfg->windows[n].to_s = to;
     cfg->n_windows = n + 1;
@@ -431,8 +444,7 @@ static dv365_status read_window(parser *p, const yaml_node_t *n, size_t *index)
     } else {
         static const char *const keys[] = {"from", "to"};
         yaml_node_t *v[2];
-        if ((st = read_keys(p, n, "a window span", keys, 2, v)) ||
-            (st = require(p, n, v[0], "from", "a window span")) ||
+        if ((st = read_keys_req(p, n, "a window span", keys, 2, 1, v)) ||
             (st = parse_duration(p, v[0], "window 'from'", &from)) ||
             (v[1] && (st = parse_duration(p, v[1], "window 'to'", &to))))
             return st;
@@ -475,7 +487,7 @@ static dv365_status read_code_set(parser *p, const yaml_node_t *n, const char *w
     if (seq_len(n) == 0)
         return fail(p, n, DV365_E_CONFIG, "%s must not be empty (leave it out to take any)", what);
     if (!(*out = dv_calloc(n_names, 1)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     for (size_t i = 0; i < seq_len(n); i++) {
         yaml_node_t *item = seq_item(p, n, i);
         const char *s;
@@ -581,7 +593,7 @@ static dv365_status read_slice_def(parser *p, const yaml_node_t *n, dv_slice_def
         (st = get_name(p, v[NAME], "slice name", &name)))
         return st;
     if (!(d->name = dv_strdup(name)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     if (v[TIMELINE]) {
         if ((st = get_string(p, v[TIMELINE], "timeline", &s)))
             return st;
@@ -626,7 +638,7 @@ static dv365_status read_slice_def(parser *p, const yaml_node_t *n, dv_slice_def
             return fail(p, v[WINDOWS], DV365_E_CONFIG, "windows must not be empty");
     }
     if (!(d->window = dv_calloc(nw, sizeof(size_t))))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     for (size_t w = 0; w < nw; w++) {
         if (v[WINDOWS]) {
             yaml_node_t *item = seq_item(p, v[WINDOWS], w);
@@ -657,7 +669,7 @@ static dv365_status expand_slices(parser *p, const yaml_node_t *n)
         return fail(p, n, DV365_E_CONFIG, "slices expand to %zu slices, more than %d", total,
                     MAX_SLICES);
     if (!(cfg->slices = dv_calloc(total, sizeof(dv_slice))))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     cfg->n_slices = total;
     for (size_t i = 0; i < cfg->n_defs; i++) {
         const dv_slice_def *d = &cfg->defs[i];
@@ -668,7 +680,7 @@ static dv365_status expand_slices(parser *p, const yaml_node_t *n)
                 snprintf(name, sizeof name, "%s.%s.%s", d->name, field_names[d->field[pl]],
                          cfg->windows[d->window[w]].name);
                 if (!(s->name = dv_strdup(name)))
-                    return dv_error(DV365_E_NOMEM, "config: out of memory");
+                    return oom();
                 s->def = i;
                 s->pool = pl;
                 s->window = d->window[w];
@@ -682,14 +694,12 @@ static dv365_status expand_slices(parser *p, const yaml_node_t *n)
 static dv365_status read_slices(parser *p, const yaml_node_t *n)
 {
     dv365_config *cfg = p->cfg;
-    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, "slices");
+    size_t len;
+    dv365_status st = read_list(p, n, "slices", MAX_SLICES, "definitions", &len);
     if (st)
         return st;
-    size_t len = seq_len(n);
-    if (len == 0 || len > MAX_SLICES)
-        return fail(p, n, DV365_E_CONFIG, "slices must list 1 to %d definitions", MAX_SLICES);
     if (!(cfg->defs = dv_calloc(len, sizeof(dv_slice_def))))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = seq_item(p, n, i);
         cfg->n_defs = i + 1; /* so that free() sees the partial definition */
@@ -749,7 +759,7 @@ static dv365_status read_widths(parser *p, const yaml_node_t *n, const char *wha
     dv_free(*out);
     *count = 0;
     if (!(*out = dv_calloc(len ? len : 1, sizeof(size_t))))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     for (size_t i = 0; i < len; i++)
         if ((st = get_size(p, seq_item(p, n, i), what, 1, 1 << 20, &(*out)[i])))
             return st;
@@ -765,7 +775,7 @@ static dv365_status add_task(dv365_config *cfg, const char *name, dv_task_kind k
     if (!dv_grow((void **)&b->task_names, n * sizeof(char *), (n + 1) * sizeof(char *)) ||
         !dv_grow((void **)&b->tasks, n * sizeof(dv_task), (n + 1) * sizeof(dv_task)) ||
         !(b->task_names[n] = dv_strdup(name)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     b->tasks[n] = (dv_task){.kind = kind, .weight = weight, .log1p_target = log1p};
     b->n_tasks = n + 1;
     return DV365_OK;
@@ -773,20 +783,17 @@ static dv365_status add_task(dv365_config *cfg, const char *name, dv_task_kind k
 
 static dv365_status read_tasks(parser *p, const yaml_node_t *n)
 {
-    dv365_status st = expect(p, n, YAML_SEQUENCE_NODE, "backbone.tasks");
+    size_t len;
+    dv365_status st = read_list(p, n, "backbone.tasks", 256, "tasks", &len);
     if (st)
         return st;
-    if (seq_len(n) == 0 || seq_len(n) > 256)
-        return fail(p, n, DV365_E_CONFIG, "backbone.tasks must list 1 to 256 tasks");
     static const char *const keys[] = {"name", "type", "weight", "log1p"};
-    for (size_t i = 0; i < seq_len(n); i++) {
+    for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = seq_item(p, n, i), *v[4];
         const char *name, *type;
         double weight = 1.0;
         bool log1p = false;
-        if ((st = read_keys(p, item, "a task", keys, 4, v)) ||
-            (st = require(p, item, v[0], "name", "a task")) ||
-            (st = require(p, item, v[1], "type", "a task")) ||
+        if ((st = read_keys_req(p, item, "a task", keys, 4, 2, v)) ||
             (st = get_name(p, v[0], "task name", &name)) ||
             (st = get_string(p, v[1], "task type", &type)) ||
             (v[2] && (st = get_double(p, v[2], "task weight", &weight))) ||
@@ -1061,7 +1068,7 @@ static dv365_status set_defaults(dv365_config *cfg)
 
     static const size_t bottom[] = {64}, top[] = {256, 128};
     if (!(b->bottom = dv_malloc(sizeof bottom)) || !(b->top = dv_malloc(sizeof top)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     memcpy(b->bottom, bottom, sizeof bottom);
     memcpy(b->top, top, sizeof top);
     b->n_bottom = 1;
@@ -1086,7 +1093,7 @@ dv365_status dv_config_parse_named(const char *yaml, size_t len, const char *sou
     if (memchr(yaml, '\0', len))
         return dv_error(DV365_E_PARSE, "%s: the config contains a NUL byte", source);
     if (!(p.cfg = dv_calloc(1, sizeof *p.cfg)))
-        return dv_error(DV365_E_NOMEM, "config: out of memory");
+        return oom();
     if ((st = set_defaults(p.cfg))) {
         dv365_config_free(p.cfg);
         return st;

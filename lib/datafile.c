@@ -18,14 +18,6 @@
 /* Linux moves at most ~2 GiB per read() call. */
 #define DV_IO_STEP ((size_t)1 << 30)
 
-static dv365_status io_error(int err, const char *op, const char *path)
-{
-    if (err == ENOSPC || err == EDQUOT)
-        return dv_error(DV365_E_IO, "cannot %s '%s': the disk is full (%s)", op, path,
-                        strerror(err));
-    return dv_error(DV365_E_IO, "cannot %s '%s': %s", op, path, strerror(err));
-}
-
 /* --- reader -------------------------------------------------------------- */
 
 dv365_status dv_breader_open(dv_breader *r, const char *path, size_t buf_bytes)
@@ -38,10 +30,10 @@ dv365_status dv_breader_open(dv_breader *r, const char *path, size_t buf_bytes)
         fd = open(path, O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return io_error(errno, "open", path);
+        return dv_io_error(errno, "open", path);
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        dv365_status st = io_error(errno, "stat", path);
+        dv365_status st = dv_io_error(errno, "stat", path);
         close(fd);
         return st;
     }
@@ -79,7 +71,7 @@ static dv365_status pread_full(dv_breader *r, void *dst, size_t n, uint64_t off,
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            return io_error(errno, "read", r->path);
+            return dv_io_error(errno, "read", r->path);
         }
         if (k == 0)
             break;
@@ -163,7 +155,7 @@ dv365_status dv_bwriter_open(dv_bwriter *w, const char *path, size_t buf_bytes)
         fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
-        dv365_status st = io_error(errno, "create", w->tmp);
+        dv365_status st = dv_io_error(errno, "create", w->tmp);
         dv_free(w->buf);
         w->buf = NULL;
         return st;
@@ -197,31 +189,6 @@ dv365_status dv_bwriter_write(dv_bwriter *w, const void *src, size_t n)
     return DV365_OK;
 }
 
-/* fsync the directory holding path, so that the rename is durable. */
-static dv365_status sync_parent_dir(const char *path)
-{
-    char dir[DV_DATA_PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return io_error(errno, "open directory", dir);
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0 && err != EINVAL) /* some file systems cannot sync a directory */
-        return io_error(err, "sync directory", dir);
-    return DV365_OK;
-}
-
 dv365_status dv_bwriter_commit(dv_bwriter *w, const void *header, size_t n)
 {
     if (w->fd < 0)
@@ -234,14 +201,14 @@ dv365_status dv_bwriter_commit(dv_bwriter *w, const void *header, size_t n)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            st = io_error(k < 0 ? errno : EIO, "write", w->tmp);
+            st = dv_io_error(k < 0 ? errno : EIO, "write", w->tmp);
         else
             done += (size_t)k;
     }
     if (st == DV365_OK && fsync(w->fd) != 0)
-        st = io_error(errno, "sync", w->tmp);
+        st = dv_io_error(errno, "sync", w->tmp);
     if (close(w->fd) != 0 && st == DV365_OK) /* NFS reports late errors here */
-        st = io_error(errno, "close", w->tmp);
+        st = dv_io_error(errno, "close", w->tmp);
     w->fd = -1;
     dv_free(w->buf);
     w->buf = NULL;
@@ -252,7 +219,7 @@ dv365_status dv_bwriter_commit(dv_bwriter *w, const void *header, size_t n)
         unlink(w->tmp);
         return st;
     }
-    return sync_parent_dir(w->path);
+    return dv_sync_parent_dir(w->path);
 }
 
 void dv_bwriter_abort(dv_bwriter *w)
@@ -309,5 +276,48 @@ dv365_status dv_check_header(const unsigned char *h, size_t got, const char *mag
     if (dv_get_u32(h + 12) != DV_DATA_HEADER_BYTES)
         return dv_error(DV365_E_FORMAT, "'%s': header size %u, expected %d", what,
                         (unsigned)dv_get_u32(h + 12), DV_DATA_HEADER_BYTES);
+    return DV365_OK;
+}
+
+/* --- opening and closing ------------------------------------------------ */
+
+dv365_status dv_data_open(dv_breader *in, const char *path, size_t buf_bytes, unsigned char *h,
+                          size_t *got)
+{
+    dv365_status st = dv_breader_open(in, path, buf_bytes);
+    if (st == DV365_OK)
+        st = dv_breader_read(in, h, DV_DATA_HEADER_BYTES, got);
+    return st;
+}
+
+
+dv365_status dv_data_close_begin(dv_bwriter *out, bool *closed, bool failed, const char *fn)
+{
+    if (*closed)
+        return dv_error(DV365_E_STATE, "%s: already closed", fn);
+    *closed = true;
+    if (failed) {
+        dv_bwriter_abort(out);
+        return dv_error(DV365_E_STATE,
+                        "%s: an earlier write to '%s' failed; no file was written", fn,
+                        out->path);
+    }
+    return DV365_OK;
+}
+
+void dv_data_header_start(unsigned char *h, const char *magic, uint32_t version)
+{
+    memset(h, 0, DV_DATA_HEADER_BYTES);
+    memcpy(h, magic, 8);
+    dv_put_u32(h + 8, version);
+    dv_put_u32(h + 12, DV_DATA_HEADER_BYTES);
+}
+
+dv365_status dv_data_commit(dv_bwriter *out, unsigned char *h, const char *fn)
+{
+    dv_seal_header(h);
+    dv365_status st = dv_bwriter_commit(out, h, DV_DATA_HEADER_BYTES);
+    if (st != DV365_OK)
+        return dv_error_context(st, "%s", fn);
     return DV365_OK;
 }

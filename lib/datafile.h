@@ -104,6 +104,22 @@ dv365_status dv_check_header(const unsigned char *h, size_t got, const char *mag
 /* Fill bytes 56..63 of a header with the checksum of bytes 0..55. */
 void dv_seal_header(unsigned char *h);
 
+/* Open path for reading (dv_breader_open) and read up to a header's
+ * DV_DATA_HEADER_BYTES into h; *got < that only for a short file. */
+dv365_status dv_data_open(dv_breader *in, const char *path, size_t buf_bytes, unsigned char *h,
+                          size_t *got);
+
+/* --- the writers' close, shared by both formats ------------------------- */
+
+/* The checks that open a writer's close (fn names it in messages): a second
+ * close is refused, and after an earlier failed write the temporary file is
+ * removed and no file is written.  Marks the writer closed. */
+dv365_status dv_data_close_begin(dv_bwriter *out, bool *closed, bool failed, const char *fn);
+/* Zero the header h and write its magic, version and size. */
+void dv_data_header_start(unsigned char *h, const char *magic, uint32_t version);
+/* Seal the header h and commit the file (dv_bwriter_commit). */
+dv365_status dv_data_commit(dv_bwriter *out, unsigned char *h, const char *fn);
+
 /* --- internal entry points with tunables (tests use them) ---------------- */
 
 dv365_status dv_timeline_reader_open_ex(const char *path, const dv365_config *cfg,

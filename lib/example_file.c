@@ -183,35 +183,23 @@ dv365_status dv365_example_writer_close(dv365_example_writer *w)
 {
     dv_clear_error();
     DV_CHECK_NULL(w);
-    if (w->closed)
-        return dv_error(DV365_E_STATE, "dv365_example_writer_close: already closed");
-    w->closed = true;
-    if (w->failed) {
-        dv_bwriter_abort(&w->out);
-        return dv_error(DV365_E_STATE,
-                        "dv365_example_writer_close: an earlier write to '%s' failed; no file "
-                        "was written",
-                        w->out.path);
-    }
-    dv365_status st = flush_chunk(w);
+    dv365_status st = dv_data_close_begin(&w->out, &w->closed, w->failed,
+                                          "dv365_example_writer_close");
+    if (st != DV365_OK)
+        return st;
+    st = flush_chunk(w);
     if (st != DV365_OK) {
         dv_bwriter_abort(&w->out);
         return dv_error_context(st, "dv365_example_writer_close");
     }
-    unsigned char h[DV_DATA_HEADER_BYTES] = {0};
-    memcpy(h, EX_MAGIC, 8);
-    dv_put_u32(h + 8, DV365_EXAMPLE_FILE_VERSION);
-    dv_put_u32(h + 12, DV_DATA_HEADER_BYTES);
+    unsigned char h[DV_DATA_HEADER_BYTES];
+    dv_data_header_start(h, EX_MAGIC, DV365_EXAMPLE_FILE_VERSION);
     dv_put_u32(h + 16, (uint32_t)w->n_dense);
     dv_put_u32(h + 20, (uint32_t)w->n_tasks);
     dv_put_u64(h + 24, w->n_examples);
     dv_put_u32(h + 32, (uint32_t)w->chunk_rows);
     dv_put_u64(h + 40, w->n_chunks);
-    dv_seal_header(h);
-    st = dv_bwriter_commit(&w->out, h, sizeof h);
-    if (st != DV365_OK)
-        return dv_error_context(st, "dv365_example_writer_close");
-    return DV365_OK;
+    return dv_data_commit(&w->out, h, "dv365_example_writer_close");
 }
 
 void dv365_example_writer_free(dv365_example_writer *w)
@@ -305,11 +293,9 @@ dv365_status dv365_example_reader_open(const char *path, dv365_example_reader **
     r->in.fd = -1;
     r->loaded = UINT64_MAX;
     /* chunks are read straight into r->chunk: the buffer only serves headers */
-    dv365_status st = dv_breader_open(&r->in, r->path, 4096);
     unsigned char h[DV_DATA_HEADER_BYTES];
     size_t got = 0;
-    if (st == DV365_OK)
-        st = dv_breader_read(&r->in, h, sizeof h, &got);
+    dv365_status st = dv_data_open(&r->in, r->path, 4096, h, &got);
     if (st == DV365_OK)
         st = reader_check(r, h, got);
     if (st == DV365_OK && (r->chunk = dv_malloc(r->chunk_rows * r->row_bytes)) == NULL)

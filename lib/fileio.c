@@ -12,7 +12,7 @@
 /* Linux moves at most ~2 GiB per read()/write() call: go in 1 GiB steps. */
 #define DV_IO_CHUNK ((size_t)1 << 30)
 
-static dv365_status io_error(int err, const char *op, const char *path)
+dv365_status dv_io_error(int err, const char *op, const char *path)
 {
     if (err == ENOSPC || err == EDQUOT)
         return dv_error(DV365_E_IO, "cannot %s '%s': the disk is full (%s)", op, path,
@@ -38,7 +38,7 @@ static dv365_status read_to_eof(int fd, const char *path, unsigned char **buf, s
         if (got < 0) {
             if (errno == EINTR)
                 continue;
-            return io_error(errno, "read", path);
+            return dv_io_error(errno, "read", path);
         }
         if (got == 0)
             return DV365_OK;
@@ -57,14 +57,14 @@ dv365_status dv_file_read_all(const char *path, void **data, size_t *len)
         fd = open(path, O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return io_error(errno, "open", path);
+        return dv_io_error(errno, "open", path);
 
     dv365_status st = DV365_OK;
     unsigned char *buf = NULL;
     size_t n = 0, cap = 0;
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        st = io_error(errno, "stat", path);
+        st = dv_io_error(errno, "stat", path);
         goto done;
     }
     if (S_ISDIR(sb.st_mode)) {
@@ -91,7 +91,7 @@ dv365_status dv_file_read_all(const char *path, void **data, size_t *len)
             if (got < 0) {
                 if (errno == EINTR)
                     continue;
-                st = io_error(errno, "read", path);
+                st = dv_io_error(errno, "read", path);
                 goto done;
             }
             if (got == 0)
@@ -127,10 +127,10 @@ dv365_status dv_write_all(int fd, const void *buf, size_t n, const char *what)
         if (put < 0) {
             if (errno == EINTR)
                 continue;
-            return io_error(errno, "write", what);
+            return dv_io_error(errno, "write", what);
         }
         if (put == 0) /* should not happen for regular files; do not spin */
-            return io_error(EIO, "write", what);
+            return dv_io_error(EIO, "write", what);
         p += put;
         n -= (size_t)put;
     }
@@ -155,13 +155,13 @@ dv365_status dv_sync_parent_dir(const char *path)
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return io_error(errno, "open directory", dir);
+        return dv_io_error(errno, "open directory", dir);
     int rc = fsync(fd);
     int err = errno;
     close(fd);
     /* Some file systems cannot sync a directory (EINVAL): nothing to do. */
     if (rc != 0 && err != EINVAL)
-        return io_error(err, "sync directory", dir);
+        return dv_io_error(err, "sync directory", dir);
     return DV365_OK;
 }
 
@@ -194,16 +194,16 @@ dv365_status dv_file_write_atomic(const char *path, size_t n_parts, const void *
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return io_error(errno, "create", tmp);
+        return dv_io_error(errno, "create", tmp);
 
     dv365_status st = DV365_OK;
     for (size_t i = 0; i < n_parts && st == DV365_OK; i++)
         st = dv_write_all(fd, parts[i], sizes[i], tmp);
     if (st == DV365_OK && fsync(fd) != 0)
-        st = io_error(errno, "sync", tmp);
+        st = dv_io_error(errno, "sync", tmp);
     /* close() can report a deferred write error (NFS): it must be checked. */
     if (close(fd) != 0 && st == DV365_OK)
-        st = io_error(errno, "close", tmp);
+        st = dv_io_error(errno, "close", tmp);
     if (st == DV365_OK && rename(tmp, path) != 0)
         st = dv_error(DV365_E_IO, "cannot rename '%s' to '%s': %s", tmp, path,
                       strerror(errno));

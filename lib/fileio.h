@@ -32,6 +32,10 @@ dv365_status dv_file_write_atomic(const char *path, size_t n_parts, const void *
  * disk is full).  Used by dv_file_write_atomic; exposed for tests. */
 dv365_status dv_write_all(int fd, const void *buf, size_t n, const char *what);
 
+/* DV365_E_IO "cannot <op> '<path>': <strerror(err)>"; ENOSPC/EDQUOT say the
+ * disk is full. */
+dv365_status dv_io_error(int err, const char *op, const char *path);
+
 /* fsync the directory that holds path, making a rename there durable. */
 dv365_status dv_sync_parent_dir(const char *path);
 

@@ -16,29 +16,15 @@
 
 #define MAX_BATCH 65536
 
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 void dv_gen_checkpoint_write(const dv_gen_checkpoint *c, unsigned char out[DV_GEN_CKPT_BYTES])
 {
     memcpy(out, DV_GEN_CKPT_MAGIC, 8);
-    put_le(out + 8, DV_GEN_CKPT_VERSION, 4);
-    put_le(out + 12, c->method, 4);
+    dv_put_le(out + 8, DV_GEN_CKPT_VERSION, 4);
+    dv_put_le(out + 12, c->method, 4);
     const uint64_t f[8] = {c->input_id, c->input_size, c->fingerprint, (uint64_t)c->cutoff,
                            (uint64_t)c->created, c->total, c->done, c->last_user};
     for (int i = 0; i < 8; i++)
-        put_le(out + 16 + 8 * i, f[i], 8);
+        dv_put_le(out + 16 + 8 * i, f[i], 8);
 }
 
 dv365_status dv_gen_checkpoint_read(const void *data, size_t size, dv_gen_checkpoint *c)
@@ -47,18 +33,18 @@ dv365_status dv_gen_checkpoint_read(const void *data, size_t size, dv_gen_checkp
     if (size != DV_GEN_CKPT_BYTES || memcmp(p, DV_GEN_CKPT_MAGIC, 8) != 0)
         return dv_error(DV365_E_FORMAT, "the pending generation's checkpoint (%zu bytes) was not "
                         "written by dv365_generate", size);
-    if (get_le(p + 8, 4) != DV_GEN_CKPT_VERSION)
+    if (dv_get_le(p + 8, 4) != DV_GEN_CKPT_VERSION)
         return dv_error(DV365_E_VERSION, "generation checkpoint version %u is not %u",
-                        (unsigned)get_le(p + 8, 4), DV_GEN_CKPT_VERSION);
-    dv_gen_checkpoint r = {.method = (uint32_t)get_le(p + 12, 4)};
-    r.input_id = get_le(p + 16, 8);
-    r.input_size = get_le(p + 24, 8);
-    r.fingerprint = get_le(p + 32, 8);
-    r.cutoff = (int64_t)get_le(p + 40, 8);
-    r.created = (int64_t)get_le(p + 48, 8);
-    r.total = get_le(p + 56, 8);
-    r.done = get_le(p + 64, 8);
-    r.last_user = get_le(p + 72, 8);
+                        (unsigned)dv_get_le(p + 8, 4), DV_GEN_CKPT_VERSION);
+    dv_gen_checkpoint r = {.method = (uint32_t)dv_get_le(p + 12, 4)};
+    r.input_id = dv_get_le(p + 16, 8);
+    r.input_size = dv_get_le(p + 24, 8);
+    r.fingerprint = dv_get_le(p + 32, 8);
+    r.cutoff = (int64_t)dv_get_le(p + 40, 8);
+    r.created = (int64_t)dv_get_le(p + 48, 8);
+    r.total = dv_get_le(p + 56, 8);
+    r.done = dv_get_le(p + 64, 8);
+    r.last_user = dv_get_le(p + 72, 8);
     if (r.done > r.total)
         return dv_error(DV365_E_FORMAT, "generation checkpoint: %llu of %llu users done",
                         (unsigned long long)r.done, (unsigned long long)r.total);
@@ -86,7 +72,7 @@ dv365_status dv_timeline_file_identity(const char *path, uint64_t *id, uint64_t 
     }
     XXH64_update(h, buf, 64);
     /* The index runs from the offset in header bytes 40..47 to the end. */
-    uint64_t off = get_le(buf + 40, 8);
+    uint64_t off = dv_get_le(buf + 40, 8);
     if (off < 64 || off > (uint64_t)st.st_size) {
         status = dv_error(DV365_E_FORMAT, "'%s': index offset %llu is outside the file", path,
                           (unsigned long long)off);

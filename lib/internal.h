@@ -62,6 +62,22 @@ static inline bool dv_mul_size(size_t a, size_t b, size_t *out)
     return !__builtin_mul_overflow(a, b, out);
 }
 
+/* The low n bytes of v, little-endian, at p (record and checkpoint fields). */
+static inline void dv_put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* n little-endian bytes at p. */
+static inline uint64_t dv_get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
 /* --- workspace (workspace.c) --------------------------------------------- */
 
 struct dv365_workspace {

@@ -213,6 +213,19 @@ static size_t finish_scan(const float *x, size_t dim, float lo, float hi, bool b
     return dim;
 }
 
+/* The two vector losses end here: columns i.. one at a time, each sum in
+ * the reference's order, then the two norms. */
+static void loss2_tail(const float *x, size_t i, size_t dim, const float *xm, const float *scale,
+                       const float *inv, float n0, float n1, float *out)
+{
+    for (; i < dim; i++) {
+        n0 += loss_term(x[i], xm[0], scale[0], inv[0]);
+        n1 += loss_term(x[i], xm[1], scale[1], inv[1]);
+    }
+    out[0] = sqrtf(n0);
+    out[1] = sqrtf(n1);
+}
+
 AVX512_TARGET static size_t scan_avx512(const float *x, size_t dim, float *mn, float *mx)
 {
     __m512 vlo = _mm512_set1_ps(x[0]), vhi = vlo;
@@ -300,12 +313,7 @@ AVX512_TARGET static void loss2_avx512(const float *x, size_t dim, const float *
             n1 += t[1][j];
         }
     }
-    for (; i < dim; i++) {
-        n0 += loss_term(x[i], xm[0], scale[0], inv[0]);
-        n1 += loss_term(x[i], xm[1], scale[1], inv[1]);
-    }
-    out[0] = sqrtf(n0);
-    out[1] = sqrtf(n1);
+    loss2_tail(x, i, dim, xm, scale, inv, n0, n1, out);
 }
 
 AVX2_TARGET static size_t scan_avx2(const float *x, size_t dim, float *mn, float *mx)
@@ -410,12 +418,7 @@ AVX2_TARGET static void loss2_avx2(const float *x, size_t dim, const float *xmin
             n1 += t[1][j];
         }
     }
-    for (; i < dim; i++) {
-        n0 += loss_term(x[i], xm[0], scale[0], inv[0]);
-        n1 += loss_term(x[i], xm[1], scale[1], inv[1]);
-    }
-    out[0] = sqrtf(n0);
-    out[1] = sqrtf(n1);
+    loss2_tail(x, i, dim, xm, scale, inv, n0, n1, out);
 }
 #endif /* DV_Q4_X86 */
 

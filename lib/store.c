@@ -79,30 +79,16 @@ struct dv365_store_gen {
 /* records and errors                                                        */
 /* ------------------------------------------------------------------------ */
 
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 void dv_gen_record_write(const dv_gen_record *g, unsigned char out[DV_STORE_RECORD_BYTES])
 {
     memset(out, 0, DV_STORE_RECORD_BYTES);
-    put_le(out + 0, g->number, 8);
-    put_le(out + 8, g->fingerprint, 8);
-    put_le(out + 16, (uint64_t)g->created, 8);
-    put_le(out + 24, g->count, 8);
-    put_le(out + 32, g->k, 4);
-    put_le(out + 36, g->dim, 4);
-    put_le(out + 40, g->slot, 4);
+    dv_put_le(out + 0, g->number, 8);
+    dv_put_le(out + 8, g->fingerprint, 8);
+    dv_put_le(out + 16, (uint64_t)g->created, 8);
+    dv_put_le(out + 24, g->count, 8);
+    dv_put_le(out + 32, g->k, 4);
+    dv_put_le(out + 36, g->dim, 4);
+    dv_put_le(out + 40, g->slot, 4);
 }
 
 dv365_status dv_gen_record_read(const void *data, size_t size, const char *what,
@@ -113,15 +99,15 @@ dv365_status dv_gen_record_read(const void *data, size_t size, const char *what,
         return dv_error(DV365_E_FORMAT, "store meta '%s' has %zu bytes, expected %d", what, size,
                         DV_STORE_RECORD_BYTES);
     dv_gen_record r = {
-        .number = get_le(p, 8),
-        .fingerprint = get_le(p + 8, 8),
-        .created = (int64_t)get_le(p + 16, 8),
-        .count = get_le(p + 24, 8),
-        .k = (uint32_t)get_le(p + 32, 4),
-        .dim = (uint32_t)get_le(p + 36, 4),
-        .slot = (uint32_t)get_le(p + 40, 4),
+        .number = dv_get_le(p, 8),
+        .fingerprint = dv_get_le(p + 8, 8),
+        .created = (int64_t)dv_get_le(p + 16, 8),
+        .count = dv_get_le(p + 24, 8),
+        .k = (uint32_t)dv_get_le(p + 32, 4),
+        .dim = (uint32_t)dv_get_le(p + 36, 4),
+        .slot = (uint32_t)dv_get_le(p + 40, 4),
     };
-    if (r.number == 0 || r.slot > 1 || get_le(p + 44, 4) != 0 || r.created < 0 ||
+    if (r.number == 0 || r.slot > 1 || dv_get_le(p + 44, 4) != 0 || r.created < 0 ||
         r.created > DV365_TIME_MAX || (r.k == 0) != (r.dim == 0))
         return dv_error(DV365_E_FORMAT, "store meta '%s' is corrupt (generation %llu, slot %u)",
                         what, (unsigned long long)r.number, r.slot);
@@ -245,7 +231,7 @@ static dv365_status open_databases(dv365_store *s, MDB_txn *txn, bool ro)
             return dv_error(DV365_E_FORMAT, "%s is not a dv365 store (no format record)", s->path);
         unsigned char fmt[16] = {0};
         memcpy(fmt, DV_STORE_MAGIC, 8);
-        put_le(fmt + 8, DV_STORE_FORMAT, 4);
+        dv_put_le(fmt + 8, DV_STORE_FORMAT, 4);
         v = (MDB_val){sizeof fmt, fmt};
         if ((rc = mdb_put(txn, s->meta, &k, &v, 0)) != 0)
             return mdb_status(rc, s, "writing the format record");
@@ -255,9 +241,9 @@ static dv365_status open_databases(dv365_store *s, MDB_txn *txn, bool ro)
         const unsigned char *p = v.mv_data;
         if (v.mv_size != 16 || memcmp(p, DV_STORE_MAGIC, 8) != 0)
             return dv_error(DV365_E_FORMAT, "%s is not a dv365 store (bad format record)", s->path);
-        if (get_le(p + 8, 4) != DV_STORE_FORMAT)
+        if (dv_get_le(p + 8, 4) != DV_STORE_FORMAT)
             return dv_error(DV365_E_VERSION, "store %s has format version %u; this library reads %u",
-                            s->path, (unsigned)get_le(p + 8, 4), DV_STORE_FORMAT);
+                            s->path, (unsigned)dv_get_le(p + 8, 4), DV_STORE_FORMAT);
     }
     const char *names[2] = {DV_STORE_DB_SLOT0, DV_STORE_DB_SLOT1};
     for (int i = 0; i < 2; i++) {

@@ -228,18 +228,11 @@ dv365_status dv365_timeline_writer_close(dv365_timeline_writer *w)
 {
     dv_clear_error();
     DV_CHECK_NULL(w);
-    if (w->closed)
-        return dv_error(DV365_E_STATE, "dv365_timeline_writer_close: already closed");
-    w->closed = true;
-    if (w->failed) {
-        dv_bwriter_abort(&w->out);
-        return dv_error(DV365_E_STATE,
-                        "dv365_timeline_writer_close: an earlier write to '%s' failed; no "
-                        "file was written",
-                        w->out.path);
-    }
+    dv365_status st = dv_data_close_begin(&w->out, &w->closed, w->failed,
+                                          "dv365_timeline_writer_close");
+    if (st != DV365_OK)
+        return st;
 
-    dv365_status st = DV365_OK;
     idx_entry *tmp = dv_malloc(DV_MAX(w->n_users, (size_t)1) * sizeof *tmp);
     if (tmp == NULL)
         st = dv_error(DV365_E_NOMEM, "out of memory sorting the index of %zu users",
@@ -275,19 +268,13 @@ dv365_status dv365_timeline_writer_close(dv365_timeline_writer *w)
         dv_bwriter_abort(&w->out);
         return dv_error_context(st, "dv365_timeline_writer_close");
     }
-    unsigned char h[DV_DATA_HEADER_BYTES] = {0};
-    memcpy(h, TL_MAGIC, 8);
-    dv_put_u32(h + 8, DV365_TIMELINE_FILE_VERSION);
-    dv_put_u32(h + 12, DV_DATA_HEADER_BYTES);
+    unsigned char h[DV_DATA_HEADER_BYTES];
+    dv_data_header_start(h, TL_MAGIC, DV365_TIMELINE_FILE_VERSION);
     dv_put_u64(h + 16, w->n_users);
     dv_put_u64(h + 24, w->n_events);
     dv_put_u64(h + 32, w->vocab_fp);
     dv_put_u64(h + 40, index_offset);
-    dv_seal_header(h);
-    st = dv_bwriter_commit(&w->out, h, sizeof h);
-    if (st != DV365_OK)
-        return dv_error_context(st, "dv365_timeline_writer_close");
-    return DV365_OK;
+    return dv_data_commit(&w->out, h, "dv365_timeline_writer_close");
 }
 
 void dv365_timeline_writer_free(dv365_timeline_writer *w)
@@ -399,11 +386,9 @@ dv365_status dv_timeline_reader_open_ex(const char *path, const dv365_config *cf
     r->in.fd = -1;
     r->cfg = cfg;
     r->vocab_fp = dv_vocab_fingerprint(cfg);
-    dv365_status st = dv_breader_open(&r->in, r->path, buf_bytes);
     unsigned char h[DV_DATA_HEADER_BYTES];
     size_t got = 0;
-    if (st == DV365_OK)
-        st = dv_breader_read(&r->in, h, sizeof h, &got);
+    dv365_status st = dv_data_open(&r->in, r->path, buf_bytes, h, &got);
     if (st == DV365_OK)
         st = reader_check(r, h, got);
     if (st != DV365_OK) {

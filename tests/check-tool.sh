@@ -5,29 +5,7 @@
 # usage: check-tool.sh PATH/TO/dv365 SOURCE_ROOT
 set -u
 dv365=$1 src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$src" || exit 1
-failures=0
-pass=0
-
-expect() { # expect CODE DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$work/out" 2>&1
-    got=$?
-    if [ "$got" -ne "$want" ]; then
-        echo "FAIL: $what: exit $got, expected $want"; sed 's/^/    /' "$work/out" | tail -5
-        failures=$((failures + 1))
-    else
-        pass=$((pass + 1))
-    fi
-}
-contains() { # contains TEXT DESCRIPTION
-    if grep -q -- "$1" "$work/out"; then pass=$((pass + 1)); else
-        echo "FAIL: $2: output lacks '$1'"; sed 's/^/    /' "$work/out" | tail -5
-        failures=$((failures + 1)); fi
-}
+. "$src/tests/cli-check.sh"
 
 expect 0 "top-level help" -- "$dv365" --help
 contains "commands:" "top-level help"

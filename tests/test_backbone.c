@@ -799,9 +799,7 @@ static void test_save_load(void **state)
  * compared bitwise. */
 static int run_ref(const char *in_path, const char *out_path)
 {
-    dv_st_file *in;
-    if (dv_st_read_file(in_path, &in) != DV365_OK)
-        ref_die("cannot read", in_path);
+    dv_st_file *in = ref_open(in_path);
     const char *yaml = dv_st_metadata(in, "config"), *seed = dv_st_metadata(in, "seed");
     const char *nth = dv_st_metadata(in, "nthreads");
     if (!yaml || !seed || !nth)
@@ -897,7 +895,7 @@ static int run_ref(const char *in_path, const char *out_path)
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--ref") == 0)
+    if (ref_mode(argc, argv))
         return run_ref(argv[2], argv[3]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_and_init),

@@ -289,8 +289,7 @@ static int recv_msg(int fd, msg *m)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/dv365_faults_XXXXXX");
-    if (!mkdtemp(g_dir))
+    if (test_make_tmpdir(g_dir, sizeof g_dir, "faults"))
         return -1;
     snprintf(g_cfg_path, sizeof g_cfg_path, "%s", test_source_path("configs/small.yaml"));
     dv365_config *cfg;
@@ -327,9 +326,7 @@ static int teardown(void **state)
 {
     (void)state;
     umount2(at("disk"), MNT_DETACH); /* if a test left it mounted */
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    return test_remove_tmpdir(g_dir);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -80,8 +80,7 @@ static void write_file(const char *path, size_t n_users)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/dv365_gen_XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "gen"))
         return -1;
     if (dv365_model_init(test_source_path("configs/small.yaml"), 11, &g_model) != DV365_OK)
         return -1;
@@ -94,9 +93,7 @@ static int teardown(void **state)
 {
     (void)state;
     dv365_model_free(g_model);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd);
+    return test_remove_tmpdir(tmpdir);
 }
 
 /* Every user's blob in the store equals embedding that user alone (batch

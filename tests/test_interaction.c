@@ -144,9 +144,7 @@ static void test_errors(void **state)
  * -> inter{i}.out, inter{i}.dZ (accumulated from zero). */
 static int run_ref(const char *in_path, const char *out_path)
 {
-    dv_st_file *in;
-    if (dv_st_read_file(in_path, &in) != DV365_OK)
-        ref_die("cannot read", in_path);
+    dv_st_file *in = ref_open(in_path);
     ref_out out;
     ref_out_init(&out);
     char key[64];
@@ -172,14 +170,12 @@ static int run_ref(const char *in_path, const char *out_path)
         ref_out_add(&out, key, DV_DTYPE_F32, 3, shz, dZ);
         free(Z), free(dout), free(scratch);
     }
-    ref_out_write(&out, out_path);
-    dv_st_free(in);
-    return 0;
+    return ref_finish(&out, out_path, in);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--ref") == 0)
+    if (ref_mode(argc, argv))
         return run_ref(argv[2], argv[3]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_by_hand),

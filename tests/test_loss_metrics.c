@@ -271,9 +271,7 @@ static void test_mse_metric(void **state)
  * auc{i}.pred / .label (/ .weight) -> auc{i}.value; mse.pred / .target -> mse.value. */
 static int run_ref(const char *in_path, const char *out_path)
 {
-    dv_st_file *in;
-    if (dv_st_read_file(in_path, &in) != DV365_OK)
-        ref_die("cannot read", in_path);
+    dv_st_file *in = ref_open(in_path);
     ref_out out;
     ref_out_init(&out);
     char key[64];
@@ -348,14 +346,12 @@ static int run_ref(const char *in_path, const char *out_path)
             free(p), free(y), free(w), free(chunk);
         }
     }
-    ref_out_write(&out, out_path);
-    dv_st_free(in);
-    return 0;
+    return ref_finish(&out, out_path, in);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--ref") == 0)
+    if (ref_mode(argc, argv))
         return run_ref(argv[2], argv[3]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_finite_differences),

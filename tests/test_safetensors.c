@@ -143,16 +143,13 @@ static char g_dir[64];
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(g_dir, "/tmp/dv365_st_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return test_make_tmpdir(g_dir, sizeof g_dir, "st");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_remove_tmpdir(g_dir);
 }
 
 static const char *tmp_path(const char *name)

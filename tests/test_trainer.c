@@ -16,8 +16,7 @@ static char tl_path[128], train_path[128], eval_path[128];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/dv365_trainer_XXXXXX");
-    if (!mkdtemp(dir))
+    if (test_make_tmpdir(dir, sizeof dir, "trainer"))
         return -1;
     dv365_config *cfg;
     if (dv365_config_load(test_source_path("configs/small.yaml"), &cfg))
@@ -47,9 +46,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return test_remove_tmpdir(dir);
 }
 
 static dv365_model *fresh_model(void)

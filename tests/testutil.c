@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void test_assert_message_contains(const char *needle)
@@ -17,6 +18,20 @@ const char *test_source_path(const char *relative)
     static char buf[4096];
     snprintf(buf, sizeof buf, "%s/%s", DV365_SOURCE_ROOT, relative);
     return buf;
+}
+
+int test_make_tmpdir(char *dir, size_t cap, const char *tag)
+{
+    if (snprintf(dir, cap, "/tmp/dv365_%s_XXXXXX", tag) >= (int)cap)
+        return -1;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+int test_remove_tmpdir(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
 }
 
 double test_max_rel_diff(const float *a, const float *b, size_t n)

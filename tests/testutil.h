@@ -35,6 +35,12 @@ void test_assert_message_contains(const char *needle);
 /* Path of a file in the source tree (static buffer; copy before the next call). */
 const char *test_source_path(const char *relative);
 
+/* A fresh directory "/tmp/dv365_<tag>_XXXXXX" into dir (cap bytes), and its
+ * removal with everything in it: 0 on success, -1 on failure, as cmocka's
+ * group setup / teardown return. */
+int test_make_tmpdir(char *dir, size_t cap, const char *tag);
+int test_remove_tmpdir(const char *dir);
+
 /* Max |a-b| / max(1, |b|) over n floats. */
 double test_max_rel_diff(const float *a, const float *b, size_t n);
 

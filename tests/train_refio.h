@@ -108,6 +108,29 @@ static inline void ref_out_write(ref_out *o, const char *path)
         free(o->keep[i]);
 }
 
+/* Was the program started as `test_X --ref IN OUT` (argv[2], argv[3])? */
+static inline int ref_mode(int argc, char **argv)
+{
+    return argc == 4 && strcmp(argv[1], "--ref") == 0;
+}
+
+/* Read the input exchange file. */
+static inline dv_st_file *ref_open(const char *path)
+{
+    dv_st_file *in;
+    if (dv_st_read_file(path, &in) != DV365_OK)
+        ref_die("cannot read", path);
+    return in;
+}
+
+/* The end of a --ref run: write the results and free the input. */
+static inline int ref_finish(ref_out *o, const char *path, dv_st_file *in)
+{
+    ref_out_write(o, path);
+    dv_st_free(in);
+    return 0;
+}
+
 /* Does tensor name exist? */
 static inline int ref_has(const dv_st_file *f, const char *name) { return dv_st_find(f, name) != NULL; }
 

@@ -34,6 +34,7 @@
 #include "trajectory_spec.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,9 +65,16 @@ static void *xalloc(size_t bytes)
     return keep[n_keep++] = p;
 }
 
-static void add(dv_st_writer *w, const char *name, dv_dtype dt, size_t ndim, const size_t *shape,
-                const void *data)
+/* Add a tensor named by fmt, ... (the writer copies the name). */
+__attribute__((format(printf, 6, 7))) static void add(dv_st_writer *w, dv_dtype dt, size_t ndim,
+                                                      const size_t *shape, const void *data,
+                                                      const char *fmt, ...)
 {
+    char name[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
     CHECK(dv_st_writer_add(w, name, dt, ndim, shape, data));
 }
 
@@ -116,18 +124,12 @@ static void dump_membership(dv_st_writer *w, const char *prefix, const dv365_poo
             }
         }
     }
-    char name[160];
     size_t shape[1] = {n};
-    snprintf(name, sizeof name, "%s.slice", prefix);
-    add(w, name, DV_DTYPE_I64, 1, shape, e_slice);
-    snprintf(name, sizeof name, "%s.table", prefix);
-    add(w, name, DV_DTYPE_I64, 1, shape, e_table);
-    snprintf(name, sizeof name, "%s.row", prefix);
-    add(w, name, DV_DTYPE_I64, 1, shape, e_row);
-    snprintf(name, sizeof name, "%s.event", prefix);
-    add(w, name, DV_DTYPE_I64, 1, shape, e_event);
-    snprintf(name, sizeof name, "%s.w", prefix);
-    add(w, name, DV_DTYPE_F32, 1, shape, e_w);
+    add(w, DV_DTYPE_I64, 1, shape, e_slice, "%s.slice", prefix);
+    add(w, DV_DTYPE_I64, 1, shape, e_table, "%s.table", prefix);
+    add(w, DV_DTYPE_I64, 1, shape, e_row, "%s.row", prefix);
+    add(w, DV_DTYPE_I64, 1, shape, e_event, "%s.event", prefix);
+    add(w, DV_DTYPE_F32, 1, shape, e_w, "%s.w", prefix);
     dv_free(mem);
     free(sl);
     free(wt);
@@ -234,18 +236,12 @@ int main(int argc, char **argv)
             dump_membership(w, name, m->pooler, tl[g_user[g]], g_cut[g]);
         }
         size_t sb[1] = {B}, s3[2] = {B, 3}, sd[2] = {B, n_dense}, st[2] = {B, T};
-        snprintf(name, sizeof name, "s%zu.user", k);
-        add(w, name, DV_DTYPE_I64, 1, sb, user);
-        snprintf(name, sizeof name, "s%zu.label_time", k);
-        add(w, name, DV_DTYPE_I64, 1, sb, label);
-        snprintf(name, sizeof name, "s%zu.group", k);
-        add(w, name, DV_DTYPE_I64, 1, sb, group);
-        snprintf(name, sizeof name, "s%zu.items", k);
-        add(w, name, DV_DTYPE_U64, 2, s3, items);
-        snprintf(name, sizeof name, "s%zu.dense", k);
-        add(w, name, DV_DTYPE_F32, 2, sd, dense);
-        snprintf(name, sizeof name, "s%zu.labels", k);
-        add(w, name, DV_DTYPE_F32, 2, st, labels);
+        add(w, DV_DTYPE_I64, 1, sb, user, "s%zu.user", k);
+        add(w, DV_DTYPE_I64, 1, sb, label, "s%zu.label_time", k);
+        add(w, DV_DTYPE_I64, 1, sb, group, "s%zu.group", k);
+        add(w, DV_DTYPE_U64, 2, s3, items, "s%zu.items", k);
+        add(w, DV_DTYPE_F32, 2, sd, dense, "s%zu.dense", k);
+        add(w, DV_DTYPE_F32, 2, st, labels, "s%zu.labels", k);
 
         CHECK(dv365_trainer_step(t, B, tls, label, items, n_dense ? dense : NULL, labels,
                                  &loss[k], nthreads));
@@ -253,8 +249,8 @@ int main(int argc, char **argv)
             CHECK(dv365_trainer_task_loss(t, i, &task_loss[k * T + i]));
     }
     size_t sl[1] = {steps}, stl[2] = {steps, T};
-    add(w, "loss", DV_DTYPE_F64, 1, sl, loss);
-    add(w, "task_loss", DV_DTYPE_F64, 2, stl, task_loss);
+    add(w, DV_DTYPE_F64, 1, sl, loss, "loss");
+    add(w, DV_DTYPE_F64, 2, stl, task_loss, "task_loss");
     char num[32];
     snprintf(num, sizeof num, "%zu", steps);
     CHECK(dv_st_writer_set_metadata(w, "steps", num));

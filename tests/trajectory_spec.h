@@ -1,9 +1,11 @@
 /* trajectory_spec.h — what a PyTorch reference needs to slice and pool like
- * libdv365, shared by tests/trajectory_dump.c and bench/train_bench.c.
+ * libdv365, shared by tests/trajectory_dump.c, bench/train_bench.c and
+ * bench/pool_bench.c.
  *
- *   write_slice_spec   the parsed slice rules of a config as JSON (the
- *                      format bench/pool_peer.py reads, without cutoff and
- *                      users), read by tests/reference/trajectory_ref.py;
+ *   write_slice_spec   the parsed slice rules of a config as JSON, read by
+ *                      tests/reference/trajectory_ref.py (spec_rules writes
+ *                      the rules alone: bench/pool_bench.c adds cutoff and
+ *                      users for bench/pool_peer.py);
  *   add_timeline       a timeline's caller columns as safetensors tensors
  *                      "<prefix>.time", ".media", ... (by pointer: the
  *                      timeline must outlive the writer's write).
@@ -51,16 +53,12 @@ static inline void spec_range(FILE *f, const dv_range *r)
     fputc(']', f);
 }
 
-/* JSON: dim, gamma, gap, explicit [n_actions], vocab sizes, tables [rows],
+/* The JSON fields from "explicit" to "slices" (the caller writes the
+ * others and the braces): explicit [n_actions], vocab sizes, tables [rows],
  * table_names, defs (kind, weight, category lists, ranges), windows
  * [from_s (-1 = unbounded), to_s], slices [def, field, table, window]. */
-static inline int write_slice_spec(const char *path, const dv365_config *cfg)
+static inline void spec_rules(FILE *f, const dv365_config *cfg)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "{\"dim\": %zu, \"gamma\": %.17g, \"gap\": %lld,\n", cfg->dim, cfg->gamma,
-            (long long)cfg->training.gap_s);
     fputs("\"explicit\": [", f);
     for (size_t a = 0; a < cfg->n_actions; a++)
         fprintf(f, "%s%d", a ? "," : "", cfg->action_explicit[a] ? 1 : 0);
@@ -99,7 +97,19 @@ static inline int write_slice_spec(const char *path, const dv365_config *cfg)
     for (size_t s = 0; s < cfg->n_slices; s++)
         fprintf(f, "%s[%zu,%d,%zu,%zu]", s ? "," : "", cfg->slices[s].def,
                 (int)cfg->slices[s].field, cfg->slices[s].table, cfg->slices[s].window);
-    fputs("]}\n", f);
+    fputc(']', f);
+}
+
+/* JSON: dim, gamma, gap and the slice rules (spec_rules). */
+static inline int write_slice_spec(const char *path, const dv365_config *cfg)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "{\"dim\": %zu, \"gamma\": %.17g, \"gap\": %lld,\n", cfg->dim, cfg->gamma,
+            (long long)cfg->training.gap_s);
+    spec_rules(f, cfg);
+    fputs("}\n", f);
     return fclose(f) == 0 ? 0 : -1;
 }
 

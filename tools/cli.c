@@ -45,6 +45,21 @@ int opt_u64(const opt *o, uint64_t *out)
     return 0;
 }
 
+int take_resume_progress(int argc, char **argv, char **rest, int cap, int *resume,
+                         int *progress)
+{
+    int n = 0;
+    for (int i = 0; i < argc && n < cap; i++) {
+        if (!strcmp(argv[i], "--resume"))
+            *resume = 1;
+        else if (!strcmp(argv[i], "--progress"))
+            *progress = 1;
+        else
+            rest[n++] = argv[i];
+    }
+    return n;
+}
+
 int wants_help(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)

@@ -20,6 +20,11 @@ typedef struct opt {
  * the problem and returns -1 on an unknown option or a missing value. */
 int parse_opts(int argc, char **argv, opt *opts, size_t n_opts, const char **positional,
                size_t max_pos, size_t *n_pos);
+/* Take the flags --resume and --progress (they have no value) out of argv:
+ * sets *resume / *progress, copies the other arguments (at most cap) to rest
+ * and returns how many. */
+int take_resume_progress(int argc, char **argv, char **rest, int cap, int *resume,
+                         int *progress);
 /* A whole number option (prints the problem and returns -1 if not). */
 int opt_u64(const opt *o, uint64_t *out);
 /* Whether argv asks for --help / -h. */

@@ -30,16 +30,9 @@ int cmd_embed(int argc, char **argv)
         fputs(embed_help, stdout);
         return 0;
     }
-    int resume = 0, force = 0, n = 0;
+    int resume = 0, force = 0;
     char *args[256];
-    for (int i = 0; i < argc && n < 256; i++) {
-        if (!strcmp(argv[i], "--resume"))
-            resume = 1;
-        else if (!strcmp(argv[i], "--progress"))
-            force = 1;
-        else
-            args[n++] = argv[i];
-    }
+    int n = take_resume_progress(argc, argv, args, 256, &resume, &force);
     opt o[] = {{"model", NULL},  {"timelines", NULL}, {"store", NULL},
                {"cutoff", NULL}, {"threads", "1"},    {"batch", "64"}};
     const char *pos[1];

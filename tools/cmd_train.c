@@ -82,16 +82,9 @@ int cmd_train(int argc, char **argv)
                {"seed", "1"},   {"resume", NULL}, {"progress", NULL}};
     enum { DATA, OUT, CONFIG, MODEL, STEPS, THREADS, SEED, RESUME, PROGRESS, NOPTS };
     /* --resume and --progress are flags: accept them without a value */
-    int resume = 0, force = 0, n = 0;
+    int resume = 0, force = 0;
     char *args[256];
-    for (int i = 0; i < argc && n < 256; i++) {
-        if (!strcmp(argv[i], "--resume"))
-            resume = 1;
-        else if (!strcmp(argv[i], "--progress"))
-            force = 1;
-        else
-            args[n++] = argv[i];
-    }
+    int n = take_resume_progress(argc, argv, args, 256, &resume, &force);
     const char *pos[1];
     size_t n_pos;
     uint64_t steps, threads, seed;

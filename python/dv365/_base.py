@@ -176,7 +176,24 @@ def ptr(arr):
 
 # --------------------------------------------------------------- handles --
 
-class Handle:
+class Closing:
+    """close() by the context manager or by garbage collection (the class
+    defines close)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class Handle(Closing):
     """An owned C handle: close() (or the context manager, or garbage
     collection) frees it once; using it afterwards raises Error(E_STATE)."""
     _free_fn = None  # name of the lib function that frees the handle
@@ -201,17 +218,6 @@ class Handle:
             self._ptr = None
             getattr(lib, self._free_fn)(p)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 def new_handle(fn, *args):

@@ -5,8 +5,8 @@ import weakref
 
 import numpy as np
 
-from ._base import (ArgumentError, DTypeError, Error, Handle, Status, array, check, cstr, fspath,
-                    i64, new_handle, nthreads_arg, ptr, u64, workspace)
+from ._base import (ArgumentError, Closing, DTypeError, Error, Handle, Status, array, check,
+                    cstr, fspath, i64, new_handle, nthreads_arg, ptr, u64, workspace)
 from ._lib import lib
 
 #: The categorical vocabularies of an event (dv365_vocab).
@@ -182,7 +182,7 @@ def _column(name, x, n):
     return np.ascontiguousarray(a)
 
 
-class Timeline:
+class Timeline(Closing):
     """One user's events, as columns (numpy arrays or sequences):
 
     ``Timeline(time=, media_id=, author_id=, topic_id=, action=, media_type=,
@@ -280,18 +280,6 @@ class Timeline:
             if self._native is not None:
                 lib.timeline_free(self._native[1])
                 self._native = (self._native[0], None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _column_property(name):

@@ -92,6 +92,12 @@ const char *fuzz_tmpdir(void);
 /* Write data to dir/name (plain write: the harness, not the library);
  * returns the path (static buffer). */
 const char *fuzz_write_file(const char *name, const void *data, size_t size);
+/* The data-file targets' input: after one flags byte, the file itself.
+ * Writes it to dir/name, first repairing its checksums with fix(file, n)
+ * when flags bit 0 is set (so that mutations reach the checks past them);
+ * returns the path (as fuzz_write_file). */
+const char *fuzz_write_data_file(const char *name, uint8_t flags, const uint8_t *file, size_t n,
+                                 void (*fix)(uint8_t *f, size_t size));
 /* The text of a file of the source tree, e.g. "configs/small.yaml"
  * (NUL-terminated, owned by the caller, NULL on error). */
 char *fuzz_read_source(const char *relative, size_t *len);

@@ -88,14 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     uint8_t flags = data[0];
-    size_t n = size - 1;
-    uint8_t *file = malloc(n ? n : 1);
-    FUZZ_CHECK(file != NULL);
-    memcpy(file, data + 1, n);
-    if (flags & 1)
-        fix_checksums(file, n);
-    const char *path = fuzz_write_file("t.dvt", file, n);
-    free(file);
+    const char *path = fuzz_write_data_file("t.dvt", flags, data + 1, size - 1, fix_checksums);
 
     dv365_timeline_reader *r = NULL;
     dv365_status st =

@@ -53,6 +53,19 @@ const char *fuzz_write_file(const char *name, const void *data, size_t size)
     return path;
 }
 
+const char *fuzz_write_data_file(const char *name, uint8_t flags, const uint8_t *file, size_t n,
+                                 void (*fix)(uint8_t *f, size_t size))
+{
+    uint8_t *copy = malloc(n ? n : 1);
+    FUZZ_CHECK(copy != NULL);
+    memcpy(copy, file, n);
+    if (flags & 1)
+        fix(copy, n);
+    const char *path = fuzz_write_file(name, copy, n);
+    free(copy);
+    return path;
+}
+
 char *fuzz_read_source(const char *relative, size_t *len)
 {
     char path[1024];

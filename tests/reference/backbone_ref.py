@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import refcheck  # noqa: E402
 import st  # noqa: E402
 
 TOL = 1e-5
@@ -290,13 +291,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for spec in CASES:
             run_case(sys.argv[1], spec, tmp)
-    width = max(len(r[0]) for r in ROWS)
-    failed = 0
-    for name, err, tol, ok in ROWS:
-        print("%-*s  err %.3e  tol %.1e  %s" % (width, name, err, tol, "ok" if ok else "FAIL"))
-        failed += not ok
-    print("%d checks, %d failed" % (len(ROWS), failed))
-    return 1 if failed else 0
+    return refcheck.report(ROWS)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import refcheck  # noqa: E402
 import st  # noqa: E402
 from backbone_ref import Backbone, task_losses  # noqa: E402
 from encoder_ref import Encoder  # noqa: E402
@@ -492,13 +493,7 @@ def main():
     err = rel_err(c_loss, l2)
     row("control: no 24 h gap differs", err, 10 * TOL, err > 10 * TOL)
 
-    width = max(len(r[0]) for r in ROWS)
-    failed = 0
-    for name, err, tol, ok in ROWS:
-        print("%-*s  err %.3e  tol %.1e  %s" % (width, name, err, tol, "ok" if ok else "FAIL"))
-        failed += not ok
-    print("%d checks, %d failed" % (len(ROWS), failed))
-    return 1 if failed else 0
+    return refcheck.report(ROWS)
 
 
 if __name__ == "__main__":
