@@ -125,7 +125,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     cfg.dim = 256;
     cfg.n_slices = 200;
-    cfg.encoder = (dv_encoder_cfg){3, 1, 4, 1024, 2, 8, 0.02f};
+    cfg.encoder = (dv_encoder_cfg){3, 1, 4, 1024, 2, 8, 0.02f, 0};
     const size_t N = cfg.n_slices, D = cfg.dim;
 
     dv365_encoder *enc;

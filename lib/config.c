@@ -35,6 +35,7 @@ typedef struct parser {
     yaml_document_t doc;
     const char *source; /* file name or "<string>", for messages */
     dv365_config *cfg;
+    const yaml_node_t *compress_at; /* encoder.compress, checked once N is known */
 } parser;
 
 /* ------------------------------------------------------------ helpers -- */
@@ -718,9 +719,9 @@ static dv365_status read_slices(parser *p, const yaml_node_t *n)
 static dv365_status read_encoder(parser *p, const yaml_node_t *n)
 {
     dv_encoder_cfg *e = &p->cfg->encoder;
-    enum { BLOCKS, LAYERS, HEADS, FFN, STRIDE, KLCE, STD, NKEYS };
+    enum { BLOCKS, LAYERS, HEADS, FFN, STRIDE, KLCE, STD, COMPRESS, NKEYS };
     static const char *const keys[NKEYS] = {"blocks", "layers_per_block", "heads", "ffn",
-                                            "stride", "k_lce", "init_std"};
+                                            "stride", "k_lce", "init_std", "compress"};
     yaml_node_t *v[NKEYS];
     dv365_status st;
     double std = e->init_std;
@@ -732,7 +733,9 @@ static dv365_status read_encoder(parser *p, const yaml_node_t *n)
         (v[FFN] && (st = get_size(p, v[FFN], "encoder.ffn", 1, 1 << 20, &e->ffn))) ||
         (v[STRIDE] && (st = get_size(p, v[STRIDE], "encoder.stride", 1, 1024, &e->stride))) ||
         (v[KLCE] && (st = get_size(p, v[KLCE], "encoder.k_lce", 0, 1 << 16, &e->k_lce))) ||
-        (v[STD] && (st = get_double(p, v[STD], "encoder.init_std", &std))))
+        (v[STD] && (st = get_double(p, v[STD], "encoder.init_std", &std))) ||
+        (v[COMPRESS] && (st = get_size(p, v[COMPRESS], "encoder.compress", 0, 1 << 16,
+                                       &e->compress))))
         return st;
     if (std < 0 || std > 10)
         return fail(p, v[STD], DV365_E_CONFIG, "encoder.init_std must be in [0, 10]");
@@ -742,6 +745,10 @@ static dv365_status read_encoder(parser *p, const yaml_node_t *n)
                     "dim (%zu) must be divisible by encoder.heads (%zu)", p->cfg->dim, e->heads);
     if (e->blocks == 0 && e->k_lce == 0)
         return fail(p, n, DV365_E_CONFIG, "the encoder needs blocks > 0 or k_lce > 0");
+    if (e->compress > 0 && e->blocks == 0)
+        return fail(p, v[COMPRESS], DV365_E_CONFIG,
+                    "encoder.compress needs blocks > 0 (it compresses the funnel output)");
+    p->compress_at = v[COMPRESS]; /* its upper bound T_last needs N: see read_root */
     return DV365_OK;
 }
 
@@ -1016,6 +1023,13 @@ static dv365_status read_root(parser *p, const yaml_node_t *root)
         (v[BACKBONE] && (st = read_backbone(p, v[BACKBONE]))) ||
         (v[TRAINING] && (st = read_training(p, v[TRAINING]))))
         return st;
+    size_t t_last = dv_config_funnel_tokens(cfg);
+    if (cfg->encoder.compress > t_last)
+        return fail(p, p->compress_at, DV365_E_CONFIG,
+                    "encoder.compress must be in [1, %zu], the funnel's output tokens "
+                    "(N = %zu slices, blocks %zu, stride %zu), or 0; found %zu",
+                    t_last, cfg->n_slices, cfg->encoder.blocks, cfg->encoder.stride,
+                    cfg->encoder.compress);
     /* the encoder's defaults may not fit a dim that has no encoder section */
     if (!v[ENCODER] && cfg->dim % cfg->encoder.heads != 0)
         return fail(p, root, DV365_E_CONFIG,
@@ -1197,13 +1211,20 @@ void dv365_config_free(dv365_config *cfg)
 
 /* ------------------------------------------------------------ queries -- */
 
-size_t dv_config_num_tokens(const dv365_config *cfg)
+size_t dv_config_funnel_tokens(const dv365_config *cfg)
 {
     const dv_encoder_cfg *e = &cfg->encoder;
     size_t t = cfg->n_slices;
     for (size_t b = 1; b < e->blocks; b++)
         t = (t + e->stride - 1) / e->stride;
-    return (e->blocks ? t : 0) + e->k_lce;
+    return e->blocks ? t : 0;
+}
+
+size_t dv_config_num_tokens(const dv365_config *cfg)
+{
+    const dv_encoder_cfg *e = &cfg->encoder;
+    size_t t = dv_config_funnel_tokens(cfg);
+    return (e->compress ? e->compress : t) + e->k_lce;
 }
 
 size_t dv365_config_dim(const dv365_config *cfg) { return cfg ? cfg->dim : 0; }

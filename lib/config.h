@@ -75,6 +75,8 @@ typedef struct dv_encoder_cfg {
     size_t stride;           /* funnel pooling stride between blocks; 1 = vanilla */
     size_t k_lce;            /* LCE output tokens */
     float init_std;          /* std of the seeded normal init of weight matrices */
+    size_t compress;         /* token-wise compression of the funnel output
+                              * T_last -> compress tokens; 0 = off */
 } dv_encoder_cfg;
 
 /* The DLRM backbone that trains the encoder (section "backbone"). */
@@ -141,8 +143,10 @@ struct dv365_config {
 dv365_status dv_config_parse_named(const char *yaml, size_t len, const char *source,
                                    dv365_config **out);
 
-/* Funnel token counts: T_0 = N, T_{b+1} = ceil(T_b / stride).
- * Number of output tokens K = (blocks ? T_{blocks-1} : 0) + k_lce. */
+/* Funnel token counts: T_0 = N, T_{b+1} = ceil(T_b / stride); T_last =
+ * T_{blocks-1} (0 when blocks = 0).  Number of output tokens
+ * K = (compress ? compress : T_last) + k_lce. */
+size_t dv_config_funnel_tokens(const dv365_config *cfg);
 size_t dv_config_num_tokens(const dv365_config *cfg);
 
 #endif

@@ -25,14 +25,16 @@ typedef struct enc_layer {
 
 struct dv365_encoder {
     size_t N, D, H, F, blocks, layers, stride, k_lce;
-    size_t K_f, K; /* funnel tokens, total output tokens */
+    size_t T_f;    /* tokens after the last block (T_last), 0 without blocks */
+    size_t C;      /* token-wise compression T_f -> C of the funnel output; 0 = off */
+    size_t K_f, K; /* funnel rows of U (C if compressing, else T_f), total tokens */
     float init_std;
     float *params;
     size_t n_params;
     dv_enc_tensor *tensors;
     size_t n_tensors;
     enc_layer *layer; /* [blocks * layers] */
-    size_t pos, lnf_w, lnf_b, lce_w, lce_b; /* offsets; unused ones are 0 */
+    size_t pos, lnf_w, lnf_b, cmp_w, cmp_b, lce_w, lce_b; /* offsets; unused ones are 0 */
 };
 
 /* Token count entering block b: T_0 = N, T_{b+1} = ceil(T_b / stride). */
@@ -94,6 +96,10 @@ static void build_table(dv365_encoder *e)
             }
         e->lnf_w = add_tensor(e, "encoder.ln_f.weight", D, 0);
         e->lnf_b = add_tensor(e, "encoder.ln_f.bias", D, 0);
+        if (e->C) {
+            e->cmp_w = add_tensor(e, "encoder.compress.weight", e->C, e->T_f);
+            e->cmp_b = add_tensor(e, "encoder.compress.bias", e->C, 0);
+        }
     }
     if (e->k_lce) {
         e->lce_w = add_tensor(e, "encoder.lce.weight", e->k_lce, e->N);
@@ -168,6 +174,12 @@ static dv365_status check_config(const dv365_config *cfg)
         c->blocks * c->layers_per_block > 4096)
         return dv_error(DV365_E_CONFIG, "encoder: sizes too large (N=%zu, D=%zu, ffn=%zu)",
                         cfg->n_slices, cfg->dim, c->ffn);
+    /* the compression maps the funnel's T_last output tokens to compress */
+    if (c->compress > 0 && c->blocks == 0)
+        return dv_error(DV365_E_CONFIG, "encoder: compress needs blocks > 0");
+    if (c->compress > 0 && c->compress > dv_config_funnel_tokens(cfg))
+        return dv_error(DV365_E_CONFIG, "encoder: compress (%zu) must be in [1, %zu], the "
+                        "funnel's output tokens", c->compress, dv_config_funnel_tokens(cfg));
     return DV365_OK;
 }
 
@@ -190,10 +202,12 @@ static dv365_status encoder_alloc(const dv365_config *cfg, dv365_encoder **out)
     e->stride = c->stride ? c->stride : 1;
     e->k_lce = c->k_lce;
     e->init_std = c->init_std;
-    e->K_f = e->blocks ? block_tokens(e, e->blocks - 1) : 0;
+    e->T_f = e->blocks ? block_tokens(e, e->blocks - 1) : 0;
+    e->C = c->compress;
+    e->K_f = e->C ? e->C : e->T_f;
     e->K = e->K_f + e->k_lce;
     size_t n_layers = e->blocks * e->layers;
-    e->tensors = dv_calloc(n_layers * 12 + 5, sizeof *e->tensors);
+    e->tensors = dv_calloc(n_layers * 12 + 7, sizeof *e->tensors);
     e->layer = dv_calloc(n_layers ? n_layers : 1, sizeof *e->layer);
     if (e->tensors == NULL || e->layer == NULL)
         goto nomem;
@@ -267,11 +281,12 @@ static layer_acts layer_at(float *base, const layer_off *o)
 /* Training activations, in order:
  *   x0 = X + pos [B·N, D]; tmp [B·N, D] (attention / fc2 output);
  *   per block b: pooled input [B·T_b, D] (b > 0), then per layer layer_off;
- *   ln_f mean, rstd [B·K_f].
+ *   ln_f mean, rstd [B·T_f]; with compression also ln_f's output
+ *   [B·T_f, D], the input of the compression.
  * The input of layer (b,l) is the previous layer's out, the block's pooled
  * input, or x0; the final block's last out feeds ln_f. */
 typedef struct train_layout {
-    size_t x0, tmp, lnf_mean, lnf_rstd, total;
+    size_t x0, tmp, lnf_mean, lnf_rstd, lnf_out, total;
     bool ovf;
 } train_layout;
 
@@ -307,8 +322,10 @@ static train_layout walk_train(const dv365_encoder *e, size_t B, size_t want_b, 
         }
         if (want_b == e->blocks && in_off) /* the input of ln_f */
             *in_off = prev_out;
-        t.lnf_mean = take(&L, B, e->K_f, 1);
-        t.lnf_rstd = take(&L, B, e->K_f, 1);
+        t.lnf_mean = take(&L, B, e->T_f, 1);
+        t.lnf_rstd = take(&L, B, e->T_f, 1);
+        if (e->C)
+            t.lnf_out = take(&L, B, e->T_f, e->D);
     }
     t.total = L.off;
     t.ovf = L.ovf;
@@ -384,15 +401,23 @@ static void add_pos(const dv365_encoder *e, float *x0, const float *X, size_t B)
         dv_residual_forward(x0 + b * nd, X + b * nd, pos, nd);
 }
 
-/* ln_f over the funnel output of each user, written into its first K_f
- * rows of U [B, K, D]. */
-static void lnf_forward(const dv365_encoder *e, float *U, const float *xf, float *mean,
-                        float *rstd, size_t B)
+/* The funnel's rows of U [B, K, D] from the last block's output xf
+ * [B, T_f, D]: ln_f, then the optional token-wise compression T_f -> C (the
+ * LCE op, on the normalized tokens).  Without compression ln_f writes
+ * straight into U; with it, into z [B, T_f, D] (kept for the backward in
+ * training, scratch in inference). */
+static void funnel_out_forward(const dv365_encoder *e, float *U, float *z, const float *xf,
+                               float *mean, float *rstd, size_t B, int nthreads)
 {
-    size_t Kf = e->K_f, D = e->D;
+    size_t T = e->T_f, D = e->D;
+    float *y = e->C ? z : U;
+    size_t ldy = e->C ? T * D : e->K * D;
     for (size_t b = 0; b < B; b++)
-        dv_layernorm_forward(U + b * e->K * D, mean + b * Kf, rstd + b * Kf, xf + b * Kf * D,
-                             e->params + e->lnf_w, e->params + e->lnf_b, Kf, D);
+        dv_layernorm_forward(y + b * ldy, mean + b * T, rstd + b * T, xf + b * T * D,
+                             e->params + e->lnf_w, e->params + e->lnf_b, T, D);
+    if (e->C)
+        dv_lce_forward(U, e->K * D, z, e->params + e->cmp_w, e->params + e->cmp_b, B, T, D,
+                       e->C, nthreads);
 }
 
 static void lce_forward(const dv365_encoder *e, float *U, const float *X, size_t B, int nthreads)
@@ -436,7 +461,8 @@ dv365_status dv_encoder_forward_train(const dv365_encoder *enc, size_t batch, co
         }
         size_t fin = 0;
         walk_train(e, batch, e->blocks, 0, NULL, &fin, NULL);
-        lnf_forward(e, U, acts + fin, acts + t.lnf_mean, acts + t.lnf_rstd, batch);
+        funnel_out_forward(e, U, acts + t.lnf_out, acts + fin, acts + t.lnf_mean,
+                           acts + t.lnf_rstd, batch, nthreads);
     }
     lce_forward(e, U, X, batch, nthreads);
     return DV365_OK;
@@ -467,7 +493,8 @@ static void forward_infer(const dv365_encoder *e, size_t B, const float *X, floa
                 layer_forward(e, &e->layer[b * e->layers + l], &a, x, scratch + t.tmp, B, T,
                               false, nthreads);
         }
-        lnf_forward(e, U, x, mean, rstd, B);
+        /* ln is free again: it takes ln_f's output when compressing */
+        funnel_out_forward(e, U, ln, x, mean, rstd, B, nthreads);
     }
     lce_forward(e, U, X, B, nthreads);
 }
@@ -475,7 +502,7 @@ static void forward_infer(const dv365_encoder *e, size_t B, const float *X, floa
 /* ---------------------------------------------------------- backward -- */
 
 typedef struct back_layout {
-    size_t dres, dres2, dln, att, dg, dh, total;
+    size_t dres, dres2, dln, dz, att, dg, dh, total;
     bool ovf;
 } back_layout;
 
@@ -488,6 +515,8 @@ static back_layout layout_back(const dv365_encoder *e, size_t B)
         t.dres = take(&L, B, N, D);
         t.dres2 = take(&L, B, N, D);
         t.dln = take(&L, B, N, D);
+        if (e->C) /* dL/d(ln_f output) when compressing */
+            t.dz = take(&L, B, e->T_f, D);
         /* dv_attention_backward_scratch, in three overflow-checked parts */
         t.att = take(&L, B, N, 3 * D);
         take(&L, B, N, D);
@@ -541,14 +570,25 @@ dv365_status dv_encoder_backward(const dv365_encoder *enc, dv365_workspace *ws, 
     float *dres = s + bl.dres, *dres2 = s + bl.dres2, *dln = s + bl.dln;
     float *dg = s + bl.dg, *dh = s + bl.dh;
 
-    /* ln_f: the funnel rows of dU flow back into the last block's output. */
-    size_t Kf = e->K_f, fin = 0;
+    /* The funnel rows of dU flow back through the compression (if any)
+     * and ln_f into the last block's output. */
+    size_t Tf = e->T_f, fin = 0;
     walk_train(e, B, e->blocks, 0, NULL, &fin, NULL);
-    memset(dres, 0, B * Kf * D * sizeof *dres);
+    const float *dy = dU;
+    size_t ldy = e->K * D;
+    if (e->C) {
+        float *dz = s + bl.dz;
+        memset(dz, 0, B * Tf * D * sizeof *dz);
+        dv_lce_backward(dz, G + e->cmp_w, G + e->cmp_b, dU, e->K * D, acts + tl.lnf_out,
+                        P + e->cmp_w, B, Tf, D, e->C, nthreads);
+        dy = dz;
+        ldy = Tf * D;
+    }
+    memset(dres, 0, B * Tf * D * sizeof *dres);
     for (size_t b = 0; b < B; b++)
-        dv_layernorm_backward(dres + b * Kf * D, G + e->lnf_w, G + e->lnf_b, dU + b * e->K * D,
-                              acts + fin + b * Kf * D, acts + tl.lnf_mean + b * Kf,
-                              acts + tl.lnf_rstd + b * Kf, P + e->lnf_w, Kf, D);
+        dv_layernorm_backward(dres + b * Tf * D, G + e->lnf_w, G + e->lnf_b, dy + b * ldy,
+                              acts + fin + b * Tf * D, acts + tl.lnf_mean + b * Tf,
+                              acts + tl.lnf_rstd + b * Tf, P + e->lnf_w, Tf, D);
 
     /* dres holds dL/d(residual stream) and is updated in place through each
      * layer: the residual paths pass it on, the branches add to it. */

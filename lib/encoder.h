@@ -1,12 +1,16 @@
 /* encoder.h — the user encoder, Funnel Transformer ‖ LCE (internal side).
  *
- *   X [N,D] ─┬─ + pos ─► block 0 ─► pool ─► block 1 ─► … ─► ln_f ─► U[0 .. K_f)
- *            └─ LCE (token axis N → k_lce) ─────────────────────────► U[K_f .. K)
+ *   X [N,D] ─┬─ + pos ─► block 0 ─► pool ─► block 1 ─► … ─► ln_f ─► [compress] ─► U[0 .. K_f)
+ *            └─ LCE (token axis N → k_lce) ──────────────────────────────────────► U[K_f .. K)
  *
  * A block is layers_per_block pre-LN Transformer layers
  *   x += attn(LN1(x));  x += fc2(GELU(fc1(LN2(x))))
  * and "pool" is the stride-s mean over tokens (lib/nn.h).  With blocks = 0
  * only the LCE runs (no pos, no ln_f tensors); with k_lce = 0 only the funnel.
+ * The optional compress (config encoder.compress = C > 0) is the LCE op on
+ * the ln_f output, along the token axis T_last → C, so that K_f = C (e.g. a
+ * vanilla Transformer, stride 1, with the K of a funnel); otherwise
+ * K_f = T_last.
  *
  * All parameters live in ONE contiguous float block, described by a table
  * of named tensors in PyTorch state_dict style (DESIGN.md §3); a gradient
@@ -34,7 +38,8 @@ const dv_enc_tensor *dv_encoder_tensors(const dv365_encoder *enc, size_t *count)
 float *dv_encoder_params(dv365_encoder *enc);
 const float *dv_encoder_params_const(const dv365_encoder *enc);
 
-/* Sizes of the funnel part: tokens after the last block (0 if blocks = 0). */
+/* Rows of U from the funnel part, K_f: compress if set, else the tokens
+ * after the last block (0 if blocks = 0). */
 size_t dv_encoder_funnel_tokens(const dv365_encoder *enc);
 
 /* Floats of activations dv_encoder_forward_train keeps for batch users;

@@ -7,7 +7,8 @@
  * The loss is sum(du * u).  Weights are the seeded init plus N(0, 0.05^2)
  * noise on every parameter, so that biases and layer norms are not trivial.
  *
- * usage: encoder_dump DIR N D blocks layers heads ffn stride k_lce batch nthreads seed */
+ * usage: encoder_dump DIR N D blocks layers heads ffn stride k_lce compress batch nthreads seed
+ * (compress: tokens of the token-wise compression of the funnel output, 0 = off) */
 #include "config.h"
 #include "encoder.h"
 #include "internal.h"
@@ -28,22 +29,22 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 13) {
-        fprintf(stderr, "usage: %s DIR N D blocks layers heads ffn stride k_lce batch "
-                        "nthreads seed\n", argv[0]);
+    if (argc != 14) {
+        fprintf(stderr, "usage: %s DIR N D blocks layers heads ffn stride k_lce compress "
+                        "batch nthreads seed\n", argv[0]);
         return 2;
     }
-    size_t v[11];
-    for (int i = 0; i < 11; i++)
+    size_t v[12];
+    for (int i = 0; i < 12; i++)
         v[i] = strtoull(argv[i + 2], NULL, 10);
     struct dv365_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.n_slices = v[0];
     cfg.dim = v[1];
-    cfg.encoder = (dv_encoder_cfg){v[2], v[3], v[4], v[5], v[6], v[7], 0.2f};
-    size_t B = v[8];
-    int nt = (int)v[9];
-    uint64_t seed = v[10];
+    cfg.encoder = (dv_encoder_cfg){v[2], v[3], v[4], v[5], v[6], v[7], 0.2f, v[8]};
+    size_t B = v[9];
+    int nt = (int)v[10];
+    uint64_t seed = v[11];
 
     dv365_encoder *e;
     dv365_workspace *ws;

@@ -4,7 +4,8 @@ usage: /usr/bin/python3 encoder_ref.py PATH/TO/encoder_dump
 
 For several configurations (the default 200x256 funnel, an odd-sized funnel
 with partial pooling windows and 2 layers per block, a vanilla Transformer
-with stride 1, LCE only), the C program encoder_dump writes its weights and
+with stride 1, the same with its output compressed token-wise to fewer
+tokens, and a funnel with compression, LCE only, funnel only), the C program encoder_dump writes its weights and
 its forward/backward results; this script
 
   * builds `Model` (parameter names exactly as DESIGN.md section 3) and
@@ -61,8 +62,21 @@ def mean_pool(x, stride):
     return torch.stack([x[:, j:j + stride].mean(1) for j in range(0, T, stride)], 1)
 
 
+def funnel_tokens(n, blocks, stride):
+    """T_last: tokens after the last block (T_{b+1} = ceil(T_b / stride))."""
+    t = n
+    for _ in range(1, blocks):
+        t = (t + stride - 1) // stride
+    return t if blocks else 0
+
+
+def token_linear(lin, x):
+    """nn.Linear applied along the token axis of x [B, T, D]: the same map for every column."""
+    return lin(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Encoder(nn.Module):
-    def __init__(self, n, dim, blocks, layers, heads, ffn, stride, k_lce):
+    def __init__(self, n, dim, blocks, layers, heads, ffn, stride, k_lce, compress=0):
         super().__init__()
         self.stride = stride
         if blocks:
@@ -71,6 +85,8 @@ class Encoder(nn.Module):
             self.ln_f = nn.LayerNorm(dim, eps=1e-5)
         else:
             self.blocks = nn.ModuleList()
+        # token-wise compression of the funnel output, T_last -> compress
+        self.compress = nn.Linear(funnel_tokens(n, blocks, stride), compress) if compress else None
         self.lce = nn.Linear(n, k_lce) if k_lce else None
 
     def forward(self, x):
@@ -82,10 +98,12 @@ class Encoder(nn.Module):
                     h = mean_pool(h, self.stride)
                 for layer in block.layers:
                     h = layer(h)
-            outs.append(self.ln_f(h))
+            h = self.ln_f(h)
+            if self.compress is not None:
+                h = token_linear(self.compress, h)
+            outs.append(h)
         if self.lce is not None:
-            # a linear map along the token axis, the same for every column
-            outs.append(self.lce(x.transpose(1, 2)).transpose(1, 2))
+            outs.append(token_linear(self.lce, x))
         return torch.cat(outs, 1)
 
 
@@ -124,9 +142,11 @@ def run_dump(exe, outdir, cfg, batch, nthreads, seed):
 
 
 def check_config(exe, tmp, name, cfg, batch=2, seed=5):
-    n, dim, blocks, layers, heads, ffn, stride, k_lce = cfg
-    print("%s: N=%d D=%d blocks=%d layers=%d heads=%d ffn=%d stride=%d k_lce=%d batch=%d"
-          % ((name,) + tuple(cfg) + (batch,)))
+    if len(cfg) == 8:
+        cfg = tuple(cfg) + (0,)
+    n, dim, blocks, layers, heads, ffn, stride, k_lce, compress = cfg
+    print("%s: N=%d D=%d blocks=%d layers=%d heads=%d ffn=%d stride=%d k_lce=%d compress=%d "
+          "batch=%d" % ((name,) + tuple(cfg) + (batch,)))
     d1 = os.path.join(tmp, name + "-1")
     d2 = os.path.join(tmp, name + "-2")
     os.makedirs(d1)
@@ -141,7 +161,7 @@ def check_config(exe, tmp, name, cfg, batch=2, seed=5):
 
     io = st.load(os.path.join(d1, "io.safetensors"))
     weights = st.load(os.path.join(d1, "weights.safetensors"))
-    model = Model(n, dim, blocks, layers, heads, ffn, stride, k_lce).double()
+    model = Model(n, dim, blocks, layers, heads, ffn, stride, k_lce, compress).double()
     state = {k: torch.from_numpy(v.astype(np.float64)) for k, v in weights.items()}
     model.load_state_dict(state, strict=True)  # names and shapes must match exactly
     enc = model.encoder
@@ -166,6 +186,10 @@ def check_config(exe, tmp, name, cfg, batch=2, seed=5):
 
     x = torch.from_numpy(io["x"].astype(np.float64)).requires_grad_(True)
     u = model.encoder(x)
+    want_k = (compress or funnel_tokens(n, blocks, stride)) + k_lce
+    if u.shape[1] != want_k or io["u"].shape[1] != want_k:
+        FAILURES.append(name + ": K")
+        print("  K: C %d, PyTorch %d, expected %d: FAIL" % (io["u"].shape[1], u.shape[1], want_k))
     check("encoder output U [%d,%d,%d]" % tuple(u.shape), io["u"], u.detach().numpy(), 1e-4)
     (u * torch.from_numpy(io["du"].astype(np.float64))).sum().backward()
     check("dL/dX", io["dx"], x.grad.numpy(), 1e-4)
@@ -189,6 +213,9 @@ def main():
         check_config(exe, tmp, "default", (200, 256, 3, 1, 4, 1024, 2, 8))
         check_config(exe, tmp, "odd-funnel", (37, 16, 3, 2, 2, 24, 3, 5), batch=3)
         check_config(exe, tmp, "vanilla", (30, 32, 2, 1, 4, 64, 1, 4))
+        #                                                                  compress
+        check_config(exe, tmp, "vanilla-compress", (30, 32, 2, 1, 4, 64, 1, 4, 11))
+        check_config(exe, tmp, "funnel-compress", (37, 16, 3, 2, 2, 24, 3, 0, 3), batch=3)
         check_config(exe, tmp, "lce-only", (50, 16, 0, 1, 1, 8, 2, 6))
         check_config(exe, tmp, "funnel-only", (21, 16, 2, 1, 2, 32, 4, 0))
     if FAILURES:
