@@ -4,12 +4,6 @@
 # nothing else.  usage (as root): sh scripts/run-tests.sh [BUILD_DIR]
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/install-deps.sh
 build=${1:-build}
-if [ -f "$build/build.ninja" ]; then
-    meson setup --reconfigure "$build" >/dev/null
-else
-    meson setup "$build"
-fi
-ninja -C "$build"
+. scripts/build.sh
 meson test -C "$build" --print-errorlogs --num-processes 2

@@ -1,22 +1,13 @@
-/* cmd_experiment.c — `dv365 experiment ranking`: the paper's ranking transfer
- * experiment on a world written by `dv365 synth`.
+/* cmd_experiment.c — `dv365 experiment ranking|staleness|stability|retrieval|
+ * ablations`: the paper's experiments on a world written by `dv365 synth`
+ * (docs/experiments.md).
  *
- * Two downstream DLRMs (configs/downstream.yaml: a user model of the recent
- * history only) are trained on the same examples in the same order from the
- * same seed:
- *   baseline  the config as written (backbone.extra_tokens: 0);
- *   +DV365    the same config with extra_tokens E: each example also gets the
- *             user's FROZEN DV365 embedding from the store, decoded from its
- *             4-bit blob and mapped by a linear-projection adapter
- *             (K_dv*D_dv -> E*D) to E more user tokens; the adapter trains with
- *             the model (dv365_trainer_step_ex returns dloss/dtokens).
- * Both are evaluated on eval.dve: NE per binary task, MSE for regression.
- *
- * No leakage: the embedding is made once, at the START of the train window
- * (cutoff = the day of the first train label, i.e. world.txt's train_from),
- * and that same frozen embedding serves every train and eval example, so it
- * never holds an event after any label time.  An existing store generation is
- * used only if it was created no later than the first train label. */
+ * Every downstream comparison trains its arms on the same examples in the
+ * same order from the same seed (exp_run_arm) and repeats over --seeds
+ * seeds.  DV365 embeddings come from banks made at each midnight of the
+ * label window (exp_bank): an example gets the embedding made at midnight
+ * of its label day (daily refresh) or one frozen earlier, never a later
+ * one, so no label ever sees its own future. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,275 +16,626 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "internal.h" /* dv_rng, dv_error */
-#include "optim.h"    /* dv_adam for the adapter */
+#include "exp.h"
+#include "internal.h" /* dv_error */
 
 int cmd_experiment(int argc, char **argv);
 
 static const char *experiment_help =
-    "usage: dv365 experiment ranking --data DIR --dv365 MODEL_DIR --store STORE_DIR\n"
-    "                        [--config FILE.yaml] [--extra E] [--steps N] [--batch B]\n"
-    "                        [--adapter-lr LR] [--threads T] [--seed S] [--progress]\n"
-    "The ranking transfer experiment: a downstream DLRM that sees only the recent\n"
-    "history (--config, default configs/downstream.yaml) vs the same model plus the\n"
-    "frozen DV365 embedding of MODEL_DIR through a linear-projection adapter to E extra\n"
-    "user tokens (--extra, default 4), trained on DIR/train.dve with the same examples,\n"
-    "order and seed, evaluated on DIR/eval.dve: NE per binary task (relative change),\n"
-    "AUC, and MSE for regression tasks.\n"
-    "The embedding is read from STORE_DIR; an empty store is first filled with an\n"
-    "embedding at the start of the train window (the day of the first train label),\n"
-    "which then serves train and eval alike: it never sees an event after a label.\n"
-    "  --steps       steps of B examples (default: one epoch of train.dve)\n"
-    "  --batch       examples per step (default 64)\n"
-    "  --adapter-lr  Adam learning rate of the adapter (default 0.001)\n";
+    "usage: dv365 experiment ranking   --data DIR --dv365 MODEL_DIR [options]\n"
+    "       dv365 experiment staleness --data DIR --dv365 MODEL_DIR [options]\n"
+    "       dv365 experiment stability --data DIR --dv365 MODEL_DIR [options]\n"
+    "       dv365 experiment retrieval --data DIR --dv365 MODEL_DIR [options]\n"
+    "       dv365 experiment ablations --data DIR [--base FILE.yaml] [options]\n"
+    "The paper's experiments on a world of `dv365 synth` (DIR), with the trained DV365\n"
+    "model MODEL_DIR (`dv365 train`); each prints markdown tables (docs/experiments.md).\n"
+    "  ranking    a downstream DLRM that sees only the recent history (--config) vs the\n"
+    "             same model + the DV365 tokens through a linear-projection adapter, and\n"
+    "             + the tokens of an untrained DV365 model (control): NE / MSE per task\n"
+    "  staleness  + DV365 refreshed daily vs frozen at the first eval day: NE gain by day\n"
+    "  stability  cosine similarity of each user's embeddings made 7 days apart\n"
+    "  retrieval  a two-tower model without / with DV365 (plain, GateNet): HitRate@1/@10\n"
+    "  ablations  DV365 variants of --base trained here (gap 0, mean pooling, LCE only,\n"
+    "             vanilla Transformer at equal K) and 4-bit vs float: NE gain of each\n"
+    "options:\n"
+    "  --config F     downstream ranking config (default configs/downstream.yaml)\n"
+    "  --base F       ablations: the DV365 config varied (default configs/small.yaml)\n"
+    "  --dv-epochs N  ablations: epochs of DV365 training per variant on DIR/pretrain.dve\n"
+    "                 (DIR/train.dve if the world has none; default 1)\n"
+    "  --epochs N     downstream epochs over train.dve (default 1)\n"
+    "  --seeds N      repeat every comparison with seeds S..S+N-1 (default 1)\n"
+    "  --seed S       first seed (default 1)\n"
+    "  --extra E      DV365 tokens after the adapter (default 4)\n"
+    "  --batch B      examples per step (default 64)\n"
+    "  --adapter-lr   Adam learning rate of the adapter (default 0.001)\n"
+    "  --store DIR    staleness: the frozen arm reads its eval embeddings from this store\n"
+    "                 (`dv365 embed --cutoff` at the first eval midnight, by this model)\n"
+    "  --threads T    threads (default 1); --progress forces the progress bars\n";
 
-/* --- data in memory -------------------------------------------------------- */
+typedef struct exp_opts {
+    const char *data, *dv, *config, *base, *store;
+    uint64_t dv_epochs, epochs, seeds, seed, extra, batch, threads;
+    double lr;
+    int progress;
+} exp_opts;
 
-typedef struct examples {
-    size_t n, n_dense, T;
-    uint64_t *user, *items; /* [n], [n][3] */
-    int64_t *time;
-    float *dense, *labels; /* [n][n_dense], [n][T] */
-} examples;
-
-static void examples_free(examples *e)
+static int parse(int argc, char **argv, exp_opts *x)
 {
-    free(e->user);
-    free(e->items);
-    free(e->time);
-    free(e->dense);
-    free(e->labels);
+    char *args[256];
+    int n = take_resume_progress(argc, argv, args, 256, &(int){0}, &x->progress);
+    enum { DATA, DV, CONFIG, BASE, DVEP, EPOCHS, SEEDS, SEED, EXTRA, BATCH, LR, THREADS, STORE,
+           NOPTS };
+    opt o[NOPTS] = {{"data", NULL},       {"dv365", NULL},     {"config", "configs/downstream.yaml"},
+                    {"base", "configs/small.yaml"},           {"dv-epochs", "1"},
+                    {"epochs", "1"},      {"seeds", "1"},      {"seed", "1"},
+                    {"extra", "4"},       {"batch", "64"},     {"adapter-lr", "0.001"},
+                    {"threads", "1"},     {"store", NULL}};
+    const char *pos[1];
+    size_t n_pos;
+    char *end = NULL;
+    if (parse_opts(n, args, o, NOPTS, pos, 0, &n_pos) || !o[DATA].value ||
+        opt_u64(&o[DVEP], &x->dv_epochs) || opt_u64(&o[EPOCHS], &x->epochs) ||
+        opt_u64(&o[SEEDS], &x->seeds) || opt_u64(&o[SEED], &x->seed) ||
+        opt_u64(&o[EXTRA], &x->extra) || opt_u64(&o[BATCH], &x->batch) ||
+        opt_u64(&o[THREADS], &x->threads) || x->extra < 1 || x->extra > 4096 ||
+        x->batch < 1 || x->batch > 65536 || x->threads < 1 || x->threads > 256 ||
+        x->seeds < 1 || x->seeds > 100 || x->epochs < 1 || x->epochs > 1000 ||
+        x->dv_epochs > 1000 ||
+        !(x->lr = strtod(o[LR].value, &end), end && *end == '\0' && x->lr > 0 && isfinite(x->lr)))
+        return -1;
+    x->data = o[DATA].value;
+    x->dv = o[DV].value;
+    x->config = o[CONFIG].value;
+    x->base = o[BASE].value;
+    x->store = o[STORE].value;
+    return 0;
 }
 
-static dv365_status load_examples(const char *path, examples *e)
+static exp_settings settings_of(const exp_opts *x, const char *config_text)
 {
-    memset(e, 0, sizeof *e);
-    dv365_example_reader *r;
-    dv365_status st = dv365_example_reader_open(path, &r);
-    if (st)
-        return st;
-    e->n = dv365_example_reader_count(r);
-    e->n_dense = dv365_example_reader_num_dense(r);
-    e->T = dv365_example_reader_num_tasks(r);
-    e->user = malloc((e->n + 1) * sizeof *e->user);
-    e->items = malloc((3 * e->n + 1) * sizeof *e->items);
-    e->time = malloc((e->n + 1) * sizeof *e->time);
-    e->dense = malloc((e->n * e->n_dense + 1) * sizeof *e->dense);
-    e->labels = malloc((e->n * e->T + 1) * sizeof *e->labels);
-    if (!e->user || !e->items || !e->time || !e->dense || !e->labels)
-        st = dv_error(DV365_E_NOMEM, "out of memory for the %zu examples of %s", e->n, path);
-    for (size_t i = 0; st == DV365_OK && i < e->n; i++) {
-        int done = 0;
-        st = dv365_example_reader_next(r, &e->user[i], &e->time[i], &e->items[3 * i],
-                                       &e->items[3 * i + 1], &e->items[3 * i + 2],
-                                       e->dense + i * e->n_dense, e->labels + i * e->T, &done);
-        if (st == DV365_OK && done)
-            st = dv_error(DV365_E_FORMAT, "%s ended early at example %zu", path, i);
-    }
-    dv365_example_reader_free(r);
-    return st;
+    exp_settings s = {.config_text = config_text,
+                      .extra = (size_t)x->extra,
+                      .batch = (size_t)x->batch,
+                      .epochs = x->epochs,
+                      .adapter_lr = x->lr,
+                      .nthreads = (int)x->threads,
+                      .progress = x->progress};
+    return s;
 }
 
-/* Every user of a timeline file, for one config (timelines belong to one). */
-typedef struct users {
-    size_t n;
-    uint64_t *id; /* ascending, as the file stores them */
-    dv365_timeline **tl;
-} users;
+/* Relative change in percent of v against the baseline b (negative = better). */
+static double rel(double v, double b) { return 100.0 * (v - b) / b; }
 
-static void users_free(users *u)
+static void print_pm(double mean, double sd, size_t n, const char *fmt)
 {
-    for (size_t i = 0; u->tl && i < u->n; i++)
-        dv365_timeline_free(u->tl[i]);
-    free(u->tl);
-    free(u->id);
+    printf(fmt, mean);
+    if (n > 1)
+        printf(" ± %.2f", sd);
 }
 
-static dv365_status load_users(const char *path, const dv365_config *cfg, users *u)
+/* Run every arm for every seed: res[a * seeds + s]. */
+static dv365_status run_arms(const exp_world *w, const exp_settings *s, const exp_arm *arms,
+                             size_t n_arms, const exp_opts *x, exp_result *res)
 {
-    memset(u, 0, sizeof *u);
-    dv365_timeline_reader *r;
-    dv365_status st = dv365_timeline_reader_open(path, cfg, &r);
-    if (st)
-        return st;
-    size_t n = dv365_timeline_reader_count(r);
-    u->id = malloc((n + 1) * sizeof *u->id);
-    u->tl = calloc(n + 1, sizeof *u->tl);
-    if (!u->id || !u->tl)
-        st = dv_error(DV365_E_NOMEM, "out of memory for the %zu users of %s", n, path);
-    for (size_t i = 0; st == DV365_OK && i < n; i++) {
-        int done = 0;
-        if ((st = dv365_timeline_create(cfg, &u->tl[i])))
-            break;
-        u->n = i + 1;
-        st = dv365_timeline_reader_next(r, &u->id[i], u->tl[i], &done);
-        if (st == DV365_OK && (done || (i > 0 && u->id[i] <= u->id[i - 1])))
-            st = dv_error(DV365_E_FORMAT, "%s: users must be in ascending id order (user %zu)",
-                          path, i);
-    }
-    dv365_timeline_reader_free(r);
-    return st;
-}
-
-/* Index of user id, or SIZE_MAX. */
-static size_t user_index(const users *u, uint64_t id)
-{
-    size_t lo = 0, hi = u->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (u->id[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < u->n && u->id[lo] == id ? lo : SIZE_MAX;
-}
-
-/* --- the two arms ------------------------------------------------------------ */
-
-typedef struct arm {
-    dv365_model *m;
-    dv365_trainer *t;
-    users u;
-    const dv365_timeline **tls; /* [B] the batch's timelines */
-} arm;
-
-static void arm_free(arm *a)
-{
-    dv365_trainer_free(a->t);
-    users_free(&a->u);
-    dv365_model_free(a->m);
-    free(a->tls);
-}
-
-/* A model of the config text (written to a temporary file for dv365_model_init). */
-static dv365_status arm_init(arm *a, const char *yaml, const char *tl_path, uint64_t seed,
-                             size_t B)
-{
-    memset(a, 0, sizeof *a);
-    char path[] = "/tmp/dv365_experiment_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return dv_error(DV365_E_IO, "cannot create a temporary config file in /tmp");
-    FILE *f = fdopen(fd, "w");
-    int ok = f && fputs(yaml, f) >= 0;
-    ok = (f ? fclose(f) == 0 : (close(fd), 0)) && ok;
-    dv365_status st = ok ? dv365_model_init(path, seed, &a->m)
-                         : dv_error(DV365_E_IO, "cannot write the temporary config %s", path);
-    unlink(path);
-    if (st || (st = dv365_trainer_create(a->m, &a->t)) ||
-        (st = load_users(tl_path, dv365_model_config(a->m), &a->u)))
-        return st;
-    if (!(a->tls = malloc(B * sizeof *a->tls)))
-        return dv_error(DV365_E_NOMEM, "out of memory");
+    for (size_t a = 0; a < n_arms; a++)
+        for (uint64_t k = 0; k < x->seeds; k++) {
+            exp_result *r = &res[a * x->seeds + k];
+            dv365_status st = exp_run_arm(w, s, &arms[a], x->seed + k, r);
+            if (st)
+                return st;
+            fprintf(stderr, "  %-28s seed %-3" PRIu64 " trained in %.1f s%s\n", arms[a].name,
+                    x->seed + k, r->train_s, r->skipped ? " (some steps skipped)" : "");
+        }
     return DV365_OK;
 }
 
-/* The batch of examples idx[0..B) of e: the arrays the trainer takes. */
-typedef struct batch {
-    size_t B;
-    int64_t *time;
-    uint64_t *items;
-    float *dense, *labels;
-    size_t *user; /* user indices */
-} batch;
-
-static int fill_batch(batch *b, const examples *e, const size_t *idx, size_t B, arm *arms)
+/* The per-task table of a ranking run: every arm's NE (MSE), and for arm
+ * a > 0 its relative change against arm ref[a] (paired by seed). */
+static void print_ranking_table(const exp_arm *arms, const size_t *ref, size_t n_arms,
+                                const exp_result *res, size_t seeds)
 {
-    b->B = B;
-    for (size_t j = 0; j < B; j++) {
-        size_t i = idx[j];
-        b->time[j] = e->time[i];
-        memcpy(b->items + 3 * j, e->items + 3 * i, 3 * sizeof *b->items);
-        memcpy(b->dense + j * e->n_dense, e->dense + i * e->n_dense,
-               e->n_dense * sizeof *b->dense);
-        memcpy(b->labels + j * e->T, e->labels + i * e->T, e->T * sizeof *b->labels);
-        size_t u = user_index(&arms[0].u, e->user[i]);
-        if (u == SIZE_MAX) {
-            fprintf(stderr, "dv365: experiment: user %" PRIu64 " of an example has no timeline\n",
-                    e->user[i]);
-            return 1;
+    const exp_result *r0 = &res[0];
+    printf("| task | metric | %s |", arms[0].name);
+    for (size_t a = 1; a < n_arms; a++)
+        printf(" %s | Δ %% vs %s |", arms[a].name, ref[a] ? arms[ref[a]].name : "baseline");
+    printf("\n|---|---|---:|");
+    for (size_t a = 1; a < n_arms; a++)
+        printf("---:|---:|");
+    printf("\n");
+    for (size_t k = 0; k <= r0->T; k++) { /* row T: the mean over the binary tasks */
+        if (k == r0->T)
+            printf("| **mean over binary tasks** | NE | |");
+        else
+            printf("| %s | %s |", r0->name[k], r0->binary[k] ? "NE" : "MSE");
+        for (size_t a = 0; a < n_arms; a++) {
+            double v[100], d[100], m, sd, dm, dsd;
+            for (size_t i = 0; i < seeds; i++) {
+                const exp_result *r = &res[a * seeds + i], *b = &res[ref[a] * seeds + i];
+                double sum = 0;
+                size_t n = 0;
+                for (size_t t = 0; t < r->T; t++)
+                    if (k == r0->T ? r->binary[t] : t == k) {
+                        sum += rel(r->metric[t], b->metric[t]);
+                        n++;
+                    }
+                v[i] = k < r0->T ? r->metric[k] : NAN;
+                d[i] = sum / (double)n;
+            }
+            exp_mean_sd(v, seeds, &m, &sd);
+            exp_mean_sd(d, seeds, &dm, &dsd);
+            if (k == r0->T) {
+                if (a > 0) {
+                    printf(" | **");
+                    print_pm(dm, dsd, seeds, "%+.2f");
+                    printf("** |");
+                }
+                continue;
+            }
+            printf(" %.4f |", m);
+            if (a > 0) {
+                print_pm(dm, dsd, seeds, " %+.2f");
+                printf(" |");
+            }
         }
-        b->user[j] = u;
-        arms[0].tls[j] = arms[0].u.tl[u];
-        arms[1].tls[j] = arms[1].u.tl[u]; /* same file, same order */
+        printf("\n");
     }
-    return 0;
 }
 
-/* Replace the first "extra_tokens: 0" of text by "extra_tokens: E". */
-static char *with_extra(const char *text, size_t E)
+/* The trained model of x->dv and its untrained twin (same config, fresh weights). */
+static dv365_status load_dv(const exp_opts *x, dv365_model **dv, dv365_model **control)
 {
-    const char *key = "extra_tokens: 0";
-    const char *at = strstr(text, key);
-    if (!at)
-        return NULL;
-    size_t head = (size_t)(at - text), n = strlen(text) + 32;
+    if (!x->dv)
+        return dv_error(DV365_E_INVALID, "--dv365 MODEL_DIR is required");
+    dv365_status st = dv365_model_load(x->dv, dv);
+    if (st || !control)
+        return st;
+    /* a checkpoint directory names its newest step in LATEST */
+    char path[4200], step[256] = "";
+    snprintf(path, sizeof path, "%s/LATEST", x->dv);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(step, sizeof step, f))
+            step[0] = '\0';
+        fclose(f);
+        step[strcspn(step, "\r\n")] = '\0';
+    }
+    snprintf(path, sizeof path, "%s/%s%sconfig.yaml", x->dv, step, step[0] ? "/" : "");
+    return dv365_model_init(path, x->seed + 1000, control);
+}
+
+static int ranking(const exp_opts *x, const exp_world *w, exp_settings *s)
+{
+    enum { NA = 4 };
+    int rc = 0;
+    dv365_model *dv = NULL, *ctl = NULL;
+    exp_bank bank = {0}, bank_ctl = {0}, ident = {0};
+    exp_result *res = NULL;
+    TRY("DV365 model", load_dv(x, &dv, &ctl));
+    TRY("embed", exp_bank_build(dv, w->timelines, w->train_from, w->n_days, 1, s->nthreads,
+                                x->progress, &bank));
+    TRY("embed (untrained)", exp_bank_build(ctl, w->timelines, w->train_from, w->n_days, 1,
+                                            s->nthreads, x->progress, &bank_ctl));
+    TRY("identity control", exp_bank_identity(&bank, x->seed, &ident));
+    const exp_arm arms[NA] = {{.name = "baseline"},
+                              {.name = "+DV365", .bank = &bank},
+                              {.name = "+untrained DV365", .bank = &bank_ctl},
+                              {.name = "+user id", .bank = &ident}};
+    const size_t ref[NA] = {0, 0, 0, 0};
+    if (!(res = calloc(NA * x->seeds, sizeof *res))) {
+        rc = fail_status("results", dv_error(DV365_E_NOMEM, "out of memory"));
+        goto done;
+    }
+    printf("## Ranking transfer\n\n");
+    printf("Downstream `%s` (recent history only) trained %" PRIu64 " epoch(s). +DV365: the "
+           "K=%zu x D=%zu tokens (4-bit, refreshed daily) through a linear adapter to %zu "
+           "tokens. Controls: +untrained DV365, the tokens of the same DV365 config never "
+           "trained; +user id, one fixed random vector per user through the same adapter: it "
+           "tells users apart and nothing else, as a user-id feature would, and shows how much "
+           "of a same-users gain is memorizing users. Δ = relative change "
+           "(negative = better), mean%s over seeds %" PRIu64 "..%" PRIu64 ".\n",
+           x->config, x->epochs, bank.K, bank.D, s->extra, x->seeds > 1 ? " ± sd" : "",
+           x->seed, x->seed + x->seeds - 1);
+    for (int h = 0; h < 2; h++) {
+        s->held_out = h;
+        TRY("ranking", run_arms(w, s, arms, NA, x, res));
+        printf("\n### %s: %zu train / %zu eval examples\n\n",
+               h ? "Held-out users (a quarter of the users, never seen downstream)"
+                 : "Same users (train window, then eval window)",
+               res[0].n_train, res[0].n_eval);
+        print_ranking_table(arms, ref, NA, res, (size_t)x->seeds);
+    }
+done:
+    free(res);
+    exp_bank_free(&bank);
+    exp_bank_free(&bank_ctl);
+    exp_bank_free(&ident);
+    dv365_model_free(dv);
+    dv365_model_free(ctl);
+    return rc;
+}
+
+/* Mean over binary tasks of the relative NE change of arm a vs arm 0 on day d. */
+static double day_gain(const exp_result *res, size_t seeds, size_t a, size_t d, double *sd)
+{
+    double g[100];
+    for (size_t i = 0; i < seeds; i++) {
+        const exp_result *r = &res[a * seeds + i], *b = &res[i];
+        double sum = 0;
+        size_t n = 0;
+        for (size_t k = 0; k < r->T; k++)
+            if (r->binary[k]) {
+                sum += rel(r->day_metric[d][k], b->day_metric[d][k]);
+                n++;
+            }
+        g[i] = n ? sum / (double)n : NAN;
+    }
+    double m;
+    exp_mean_sd(g, seeds, &m, sd);
+    return m;
+}
+
+static int staleness(const exp_opts *x, const exp_world *w, exp_settings *s)
+{
+    int rc = 0;
+    dv365_model *dv = NULL;
+    exp_bank bank = {0}, stored = {0};
+    exp_result *res = NULL;
+    size_t missing = 0;
+    TRY("DV365 model", load_dv(x, &dv, NULL));
+    TRY("embed", exp_bank_build(dv, w->timelines, w->train_from, w->n_days, 1, s->nthreads,
+                                x->progress, &bank));
+    if (x->store) {
+        TRY("store", exp_bank_from_store(x->store, dv, &bank, &stored, &missing));
+        if (stored.day0 != w->eval_from) {
+            fprintf(stderr, "dv365: experiment: the store's embedding was made at %" PRId64
+                    "; the frozen arm wants the one made at the first eval midnight, %" PRId64
+                    " (dv365 embed --cutoff %" PRId64 ")\n", stored.day0, w->eval_from,
+                    w->eval_from);
+            rc = 1;
+            goto done;
+        }
+    }
+    exp_arm arms[3] = {{.name = "baseline"},
+                       {.name = "+DV365 daily", .bank = &bank},
+                       {.name = "+DV365 frozen", .bank = &bank, .eval_policy = EXP_FROZEN,
+                        .eval_frozen_at = w->eval_from, .eval_bank = x->store ? &stored : NULL}};
+    if (!(res = calloc(3 * x->seeds, sizeof *res))) {
+        rc = fail_status("results", dv_error(DV365_E_NOMEM, "out of memory"));
+        goto done;
+    }
+    s->per_day = 1;
+    printf("## Staleness\n\n");
+    printf("Both DV365 arms train with daily-refreshed embeddings; on the eval days the "
+           "\"frozen\" arm keeps the embedding made at the start of eval day 0, so on day d it "
+           "is d days older than the daily one. NE gain = mean over the binary tasks of the "
+           "relative NE change vs the baseline on that day (negative = better); seeds %" PRIu64
+           "..%" PRIu64 ".", x->seed, x->seed + x->seeds - 1);
+    if (x->store)
+        printf(" The frozen arm's eval embeddings are read from the store %s (%zu of %zu users "
+               "missing).", x->store, missing, stored.n_users);
+    printf("\n\n");
+    TRY("staleness", run_arms(w, s, arms, 3, x, res));
+    printf("| eval day | frozen embedding age (days) | NE gain, daily %% | NE gain, frozen %% |\n"
+           "|---:|---:|---:|---:|\n");
+    for (size_t d = 0; d < res[0].n_days; d++) {
+        double sd1, sd2, g1 = day_gain(res, (size_t)x->seeds, 1, d, &sd1),
+                         g2 = day_gain(res, (size_t)x->seeds, 2, d, &sd2);
+        printf("| %zu | %zu |", d, d);
+        print_pm(g1, sd1, (size_t)x->seeds, " %+.2f");
+        printf(" |");
+        print_pm(g2, sd2, (size_t)x->seeds, " %+.2f");
+        printf(" |\n");
+    }
+    double o1 = 0, o2 = 0;
+    size_t nb = 0;
+    for (size_t i = 0; i < x->seeds; i++)
+        for (size_t k = 0; k < res[0].T; k++)
+            if (res[0].binary[k]) {
+                o1 += rel(res[1 * x->seeds + i].metric[k], res[i].metric[k]);
+                o2 += rel(res[2 * x->seeds + i].metric[k], res[i].metric[k]);
+                nb++;
+            }
+    printf("| **all** | | **%+.2f** | **%+.2f** |\n", o1 / (double)nb, o2 / (double)nb);
+done:
+    free(res);
+    exp_bank_free(&bank);
+    exp_bank_free(&stored);
+    dv365_model_free(dv);
+    return rc;
+}
+
+/* --- stability ------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double cosine(const float *a, const float *b, size_t n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+}
+
+/* One row of the stability table: the distribution of c[0..n). */
+static void print_dist(const char *what, double *c, size_t n)
+{
+    qsort(c, n, sizeof *c, cmp_double);
+    double mean, sd, ge90 = 0;
+    exp_mean_sd(c, n, &mean, &sd);
+    for (size_t i = 0; i < n; i++)
+        ge90 += c[i] >= 0.9;
+#define Q(p) c[(size_t)((p) * (double)(n - 1) + 0.5)]
+    printf("| %s | %zu | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f | %.1f |\n", what, n, mean,
+           Q(0.05), Q(0.25), Q(0.5), Q(0.75), Q(0.95), 100.0 * ge90 / (double)n);
+#undef Q
+}
+
+static int stability(const exp_opts *x, const exp_world *w, const exp_settings *s)
+{
+    int rc = 0;
+    dv365_model *dv = NULL, *ctl = NULL;
+    exp_bank bank = {0}, bank_ctl = {0};
+    double *c = NULL;
+    const int64_t day0 = w->eval_from - 7 * EXP_DAY;
+    TRY("DV365 model", load_dv(x, &dv, &ctl));
+    TRY("embed", exp_bank_build(dv, w->timelines, day0, 8, 1, s->nthreads, x->progress, &bank));
+    TRY("embed (untrained)", exp_bank_build(ctl, w->timelines, day0, 8, 1, s->nthreads,
+                                            x->progress, &bank_ctl));
+    const size_t n = bank.n_users, KD = bank.K * bank.D;
+    if (n < 2 || !(c = malloc(n * sizeof *c))) {
+        rc = fail_status("stability", n < 2 ? dv_error(DV365_E_INVALID, "needs 2 users or more")
+                                            : dv_error(DV365_E_NOMEM, "out of memory"));
+        goto done;
+    }
+    printf("## Stability\n\n");
+    printf("Cosine similarity of each user's embedding (all K x D = %zu x %zu values, 4-bit) "
+           "made at the start of eval day 0 (%" PRId64 ") and 7 days earlier; for scale, the "
+           "same for two different users (user i vs i+1) and for an untrained model.\n\n",
+           bank.K, bank.D, w->eval_from);
+    printf("| pair | users | mean | p5 | p25 | median | p75 | p95 | ≥ 0.9 %% |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t u = 0; u < n; u++)
+        c[u] = cosine(exp_bank_get(&bank, 7, u), exp_bank_get(&bank, 0, u), KD);
+    print_dist("same user, 7 days apart", c, n);
+    for (size_t u = 0; u < n; u++)
+        c[u] = cosine(exp_bank_get(&bank, 7, u), exp_bank_get(&bank, 7, (u + 1) % n), KD);
+    print_dist("different users, same day", c, n);
+    for (size_t u = 0; u < n; u++)
+        c[u] = cosine(exp_bank_get(&bank_ctl, 7, u), exp_bank_get(&bank_ctl, 0, u), KD);
+    print_dist("untrained model, same user, 7 days apart", c, n);
+done:
+    free(c);
+    exp_bank_free(&bank);
+    exp_bank_free(&bank_ctl);
+    dv365_model_free(dv);
+    dv365_model_free(ctl);
+    return rc;
+}
+
+/* --- retrieval ---------------------------------------------------------------- */
+
+static int retrieval(const exp_opts *x, const exp_world *w, const exp_settings *s)
+{
+    int rc = 0;
+    dv365_model *dv = NULL, *ctl = NULL;
+    exp_bank bank = {0}, bank_ctl = {0};
+    TRY("DV365 model", load_dv(x, &dv, &ctl));
+    TRY("embed", exp_bank_build(dv, w->timelines, w->train_from, w->n_days, 1, s->nthreads,
+                                x->progress, &bank));
+    TRY("embed (untrained)", exp_bank_build(ctl, w->timelines, w->train_from, w->n_days, 1,
+                                            s->nthreads, x->progress, &bank_ctl));
+    rc = exp_retrieval(w, s->config_text, &bank, &bank_ctl, x->seed, (size_t)x->seeds,
+                       x->epochs, s->nthreads, x->progress);
+done:
+    exp_bank_free(&bank);
+    exp_bank_free(&bank_ctl);
+    dv365_model_free(dv);
+    dv365_model_free(ctl);
+    return rc;
+}
+
+/* --- ablations ----------------------------------------------------------------- */
+
+/* The value of "  key:" in the top-level block "section:" of YAML text, or NULL.
+ * (The configs this edits are the project's own block-style files.) */
+static const char *find_key(const char *text, const char *section, const char *key,
+                            const char **line_end)
+{
+    size_t ls = strlen(section), lk = strlen(key);
+    const char *p = text;
+    int in = 0;
+    for (; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
+        if (p[0] != ' ' && p[0] != '\n' && p[0] != '#')
+            in = !strncmp(p, section, ls) && p[ls] == ':';
+        else if (in && !strncmp(p, "  ", 2) && !strncmp(p + 2, key, lk) && p[2 + lk] == ':') {
+            const char *e = strchr(p, '\n');
+            *line_end = e ? e : p + strlen(p);
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* text with section.key set to value (the line replaced, added after the
+ * section line, or the section appended); malloc'd. */
+static char *set_key(const char *text, const char *section, const char *key, const char *value)
+{
+    const char *end, *at = find_key(text, section, key, &end);
+    size_t n = strlen(text) + strlen(section) + strlen(key) + strlen(value) + 16;
     char *out = malloc(n);
-    if (out)
-        snprintf(out, n, "%.*sextra_tokens: %zu%s", (int)head, text, E, at + strlen(key));
+    if (!out)
+        return NULL;
+    if (at) {
+        snprintf(out, n, "%.*s  %s: %s%s", (int)(at - text), text, key, value, end);
+        return out;
+    }
+    size_t ls = strlen(section);
+    for (const char *p = text; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p))
+        if (!strncmp(p, section, ls) && p[ls] == ':') {
+            const char *e = strchr(p, '\n');
+            size_t head = e ? (size_t)(e - text) + 1 : strlen(text);
+            snprintf(out, n, "%.*s%s  %s: %s\n%s", (int)head, text, e ? "" : "\n", key, value,
+                     text + head);
+            return out;
+        }
+    size_t len = strlen(text);
+    snprintf(out, n, "%s%s%s:\n  %s: %s\n", text, len && text[len - 1] != '\n' ? "\n" : "",
+             section, key, value);
     return out;
 }
 
-static char *read_text(const char *path)
+/* text without its slices' "weight:" lines: every slice pools a plain mean. */
+static char *without_weights(const char *text)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *out = malloc(strlen(text) + 1), *o = out;
+    if (!out)
         return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0, got;
-    char chunk[4096];
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (n + got + 1 > cap) {
-            cap = 2 * (n + got + 1);
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) + 1 : strlen(p);
+        const char *q = p;
+        while (*q == ' ')
+            q++;
+        if (strncmp(q, "weight:", 7) || q == p) {
+            memcpy(o, p, len);
+            o += len;
+        }
+        p += len;
+    }
+    *o = '\0';
+    return out;
+}
+
+static int ablations(const exp_opts *x, const exp_world *w, const exp_settings *s)
+{
+    enum { NV = 5 };
+    int rc = 0;
+    char *base = exp_read_text(x->base), *text[NV] = {0}, *tmp = NULL, num[32];
+    dv365_model *m[NV] = {0};
+    dv365_trainer *tr = NULL;
+    exp_bank bank[NV + 1];
+    exp_result *res = NULL;
+    double train_s[NV] = {0};
+    const char *names[NV + 1] = {"FSA (base)", "gap 0", "mean pooling", "LCE only",
+                                 "vanilla Transformer", "FSA (base), float"};
+    memset(bank, 0, sizeof bank);
+    /* DV365's own examples when the world has them (dv365 synth writes pretrain.dve) */
+    char dv_examples[4200];
+    snprintf(dv_examples, sizeof dv_examples, "%.*spretrain.dve",
+             (int)(strlen(w->train_path) - strlen("train.dve")), w->train_path);
+    if (access(dv_examples, R_OK) != 0)
+        snprintf(dv_examples, sizeof dv_examples, "%s", w->train_path);
+    if (!base) {
+        fprintf(stderr, "dv365: experiment: cannot read %s\n", x->base);
+        return 1;
+    }
+    /* K of the base, to keep it in the encoder variants */
+    TRY("base config", exp_model_from_text(base, x->seed, &m[0]));
+    const size_t K = dv365_model_num_tokens(m[0]), N = dv365_model_num_slices(m[0]);
+    const char *kl_end, *kl = find_key(base, "encoder", "k_lce", &kl_end);
+    const size_t k_lce = kl ? strtoul(kl + 8, NULL, 10) : 0;
+    dv365_model_free(m[0]);
+    m[0] = NULL;
+    text[0] = strdup(base);
+    text[1] = set_key(base, "training", "gap", "0s");
+    text[2] = without_weights(base);
+    snprintf(num, sizeof num, "%zu", K);
+    tmp = set_key(base, "encoder", "blocks", "0");
+    text[3] = tmp ? set_key(tmp, "encoder", "k_lce", num) : NULL;
+    free(tmp);
+    snprintf(num, sizeof num, "%zu", K > k_lce ? K - k_lce : 1);
+    tmp = set_key(base, "encoder", "stride", "1");
+    text[4] = tmp ? set_key(tmp, "encoder", "compress", num) : NULL;
+    free(tmp);
+    tmp = NULL;
+    for (size_t v = 0; v < NV; v++)
+        if (!text[v]) {
+            rc = fail_status("ablations", dv_error(DV365_E_NOMEM, "out of memory"));
+            goto done;
+        }
+    printf("## Ablations\n\n");
+    printf("DV365 variants of `%s` (N = %zu slices, K = %zu tokens), each trained here for "
+           "%" PRIu64 " epoch(s) on %s from seed %" PRIu64 ", embedded daily (4-bit "
+           "unless marked float) and fed to the same downstream ranking model as in the "
+           "ranking experiment. NE gain = mean over the binary tasks of the relative NE change "
+           "vs the downstream baseline (negative = better); seeds %" PRIu64 "..%" PRIu64 ".\n\n",
+           x->base, N, K, x->dv_epochs, strrchr(dv_examples, '/') + 1, x->seed, x->seed,
+           x->seed + x->seeds - 1);
+    for (size_t v = 0; v < NV; v++) {
+        TRY(names[v], exp_model_from_text(text[v], x->seed, &m[v]));
+        TRY(names[v], dv365_trainer_create(m[v], &tr));
+        double t0 = now_s();
+        for (uint64_t e = 0; e < x->dv_epochs; e++)
+            TRY(names[v], dv365_trainer_train_files(tr, w->timelines, dv_examples, 0, NULL,
+                                                    NULL, s->nthreads));
+        train_s[v] = now_s() - t0;
+        dv365_trainer_free(tr);
+        tr = NULL;
+        fprintf(stderr, "  DV365 %-22s K=%zu trained in %.1f s\n", names[v],
+                dv365_model_num_tokens(m[v]), train_s[v]);
+        TRY("embed", exp_bank_build(m[v], w->timelines, w->train_from, w->n_days, 1,
+                                    s->nthreads, x->progress, &bank[v]));
+    }
+    TRY("embed", exp_bank_build(m[0], w->timelines, w->train_from, w->n_days, 0, s->nthreads,
+                                x->progress, &bank[NV]));
+    exp_arm arms[NV + 2] = {{.name = "baseline"}};
+    for (size_t v = 0; v <= NV; v++)
+        arms[v + 1] = (exp_arm){.name = names[v], .bank = &bank[v]};
+    if (!(res = calloc((NV + 2) * x->seeds, sizeof *res))) {
+        rc = fail_status("results", dv_error(DV365_E_NOMEM, "out of memory"));
+        goto done;
+    }
+    TRY("ablations", run_arms(w, s, arms, NV + 2, x, res));
+    printf("| DV365 variant | K | DV365 training s | NE gain %% | Δ vs base (points) | "
+           "watch-time MSE Δ %% |\n|---|---:|---:|---:|---:|---:|\n");
+    double base_gain = 0;
+    for (size_t a = 1; a < NV + 2; a++) {
+        double g[100], mse[100], gm, gsd, mm, msd;
+        for (size_t i = 0; i < x->seeds; i++) {
+            const exp_result *r = &res[a * x->seeds + i], *b = &res[i];
+            double sum = 0;
+            size_t n = 0;
+            mse[i] = NAN;
+            for (size_t k = 0; k < r->T; k++) {
+                if (r->binary[k]) {
+                    sum += rel(r->metric[k], b->metric[k]);
+                    n++;
+                } else {
+                    mse[i] = rel(r->metric[k], b->metric[k]);
+                }
             }
-            buf = nb;
+            g[i] = sum / (double)n;
         }
-        memcpy(buf + n, chunk, got);
-        n += got;
+        exp_mean_sd(g, (size_t)x->seeds, &gm, &gsd);
+        exp_mean_sd(mse, (size_t)x->seeds, &mm, &msd);
+        if (a == 1)
+            base_gain = gm;
+        size_t v = a - 1;
+        printf("| %s | %zu | %.1f |", names[v], bank[v].K, train_s[v < NV ? v : 0]);
+        print_pm(gm, gsd, (size_t)x->seeds, " %+.2f");
+        printf(" | %+.2f |", gm - base_gain);
+        print_pm(mm, msd, (size_t)x->seeds, " %+.2f");
+        printf(" |\n");
     }
-    fclose(f);
-    if (buf)
-        buf[n] = '\0';
-    return buf;
-}
-
-static int on_progress(void *ctx, size_t done, size_t total)
-{
-    progress_show(ctx, done, total);
-    return 0;
-}
-
-/* The frozen DV365 tokens [n_users, K*D] of every user of u from the store
- * (zeros for a user the store lacks; *missing counts them). */
-static dv365_status load_embeddings(dv365_store *s, const dv365_model *dv, const users *u,
-                                    float *emb, size_t *missing)
-{
-    const size_t K = dv365_model_num_tokens(dv), D = dv365_model_dim(dv);
-    size_t cap = dv365_blob_size(K, D), size;
-    uint8_t *blob = malloc(cap ? cap : 1);
-    if (!blob)
-        return dv_error(DV365_E_NOMEM, "out of memory");
-    dv365_status st = DV365_OK;
-    *missing = 0;
-    for (size_t i = 0; st == DV365_OK && i < u->n; i++) {
-        float *dst = emb + i * K * D;
-        st = dv365_store_get(s, u->id[i], blob, cap, &size);
-        if (st == DV365_E_NOT_FOUND) {
-            memset(dst, 0, K * D * sizeof *dst);
-            ++*missing;
-            st = DV365_OK;
-        } else if (st == DV365_OK) {
-            st = dv365_blob_decode(blob, size, dv365_model_fingerprint(dv), K, D, dst);
-        }
+done:
+    free(res);
+    dv365_trainer_free(tr);
+    for (size_t v = 0; v <= NV; v++)
+        exp_bank_free(&bank[v]);
+    for (size_t v = 0; v < NV; v++) {
+        dv365_model_free(m[v]);
+        free(text[v]);
     }
-    free(blob);
-    return st;
+    free(tmp);
+    free(base);
+    return rc;
 }
 
 int cmd_experiment(int argc, char **argv)
@@ -302,264 +644,39 @@ int cmd_experiment(int argc, char **argv)
         fputs(experiment_help, argc < 1 ? stderr : stdout);
         return argc < 1 ? EXIT_USAGE : 0;
     }
-    if (strcmp(argv[0], "ranking")) {
-        fprintf(stderr, "dv365: experiment: unknown experiment '%s' (ranking)\n", argv[0]);
+    static const char *const names[] = {"ranking", "staleness", "stability", "retrieval",
+                                        "ablations"};
+    size_t which = 0;
+    while (which < 5 && strcmp(argv[0], names[which]))
+        which++;
+    if (which == 5) {
+        fprintf(stderr, "dv365: experiment: unknown experiment '%s' (ranking, staleness, "
+                "stability, retrieval, ablations)\n", argv[0]);
         return EXIT_USAGE;
     }
-    int force = 0, n = 0;
-    char *args[256];
-    for (int i = 1; i < argc && n < 256; i++) {
-        if (!strcmp(argv[i], "--progress"))
-            force = 1;
-        else
-            args[n++] = argv[i];
-    }
-    enum { DATA, DV, STORE, CONFIG, EXTRA, STEPS, BATCH, LR, THREADS, SEED, NOPTS };
-    opt o[NOPTS] = {{"data", NULL},    {"dv365", NULL},  {"store", NULL},
-                    {"config", "configs/downstream.yaml"}, {"extra", "4"},
-                    {"steps", "0"},    {"batch", "64"},  {"adapter-lr", "0.001"},
-                    {"threads", "1"},  {"seed", "1"}};
-    const char *pos[1];
-    size_t n_pos;
-    uint64_t E, steps, B, threads, seed;
-    char *end = NULL;
-    double lr = 0;
-    if (parse_opts(n, args, o, NOPTS, pos, 0, &n_pos) || !o[DATA].value || !o[DV].value ||
-        !o[STORE].value || opt_u64(&o[EXTRA], &E) || opt_u64(&o[STEPS], &steps) ||
-        opt_u64(&o[BATCH], &B) || opt_u64(&o[THREADS], &threads) || opt_u64(&o[SEED], &seed) ||
-        E < 1 || E > 4096 || B < 1 || B > 65536 || threads < 1 || threads > 256 ||
-        !(lr = strtod(o[LR].value, &end), end && *end == '\0' && lr > 0 && isfinite(lr))) {
+    exp_opts x = {0};
+    if (parse(argc - 1, argv + 1, &x) || (which != 4 && !x.dv)) {
         fputs(experiment_help, stderr);
         return EXIT_USAGE;
     }
     int rc = 0;
-    char tl_path[4096], train_path[4096], eval_path[4096];
-    snprintf(tl_path, sizeof tl_path, "%s/timelines.dvt", o[DATA].value);
-    snprintf(train_path, sizeof train_path, "%s/train.dve", o[DATA].value);
-    snprintf(eval_path, sizeof eval_path, "%s/eval.dve", o[DATA].value);
-
-    arm arms[2];
-    memset(arms, 0, sizeof arms);
-    examples train = {0}, eval = {0};
-    batch b = {0};
-    dv365_model *dv = NULL;
-    dv365_store *store = NULL;
-    dv365_adapter *ad = NULL;
-    dv365_workspace *ws = NULL;
-    char *text = NULL, *text_e = NULL;
-    size_t *order = NULL;
-    float *emb = NULL, *U = NULL, *extra = NULL, *d_extra = NULL, *grad = NULL, *mom = NULL,
-          *var = NULL;
-
-    /* the downstream configs: as written, and with E extra tokens */
-    if (!(text = read_text(o[CONFIG].value))) {
-        fprintf(stderr, "dv365: experiment: cannot read %s\n", o[CONFIG].value);
-        rc = 1;
-        goto done;
+    exp_world w;
+    char *text = exp_read_text(x.config);
+    if (!text) {
+        fprintf(stderr, "dv365: experiment: cannot read %s\n", x.config);
+        return 1;
     }
-    if (!(text_e = with_extra(text, (size_t)E))) {
-        fprintf(stderr,
-                "dv365: experiment: %s must set 'extra_tokens: 0' in its backbone section "
-                "(the baseline; the +DV365 variant sets it to --extra)\n",
-                o[CONFIG].value);
-        rc = 1;
-        goto done;
-    }
-    TRY("train examples", load_examples(train_path, &train));
-    TRY("eval examples", load_examples(eval_path, &eval));
-    if (train.n == 0 || eval.n == 0 || train.T != eval.T || train.n_dense != eval.n_dense) {
-        fprintf(stderr, "dv365: experiment: %s and %s must be non-empty and alike\n", train_path,
-                eval_path);
-        rc = 1;
-        goto done;
-    }
-    TRY("baseline model", arm_init(&arms[0], text, tl_path, seed, (size_t)B));
-    TRY("+DV365 model", arm_init(&arms[1], text_e, tl_path, seed, (size_t)B));
-    const dv365_config *cfg = dv365_model_config(arms[0].m);
-    const size_t T = dv365_config_num_tasks(cfg), Dd = dv365_model_dim(arms[0].m);
-    if (T != train.T || dv365_config_num_dense(cfg) != train.n_dense ||
-        arms[0].u.n != arms[1].u.n) {
-        fprintf(stderr, "dv365: experiment: the examples have %zu labels and %zu dense "
-                "features; %s wants %zu and %zu\n", train.T, train.n_dense, o[CONFIG].value, T,
-                dv365_config_num_dense(cfg));
-        rc = 1;
-        goto done;
-    }
-
-    /* the frozen DV365 embedding, from the start of the train window */
-    int64_t first = INT64_MAX;
-    for (size_t i = 0; i < train.n; i++)
-        first = train.time[i] < first ? train.time[i] : first;
-    TRY("load DV365 model", dv365_model_load(o[DV].value, &dv));
-    TRY("open store", dv365_store_open(o[STORE].value, 0, 0, &store));
-    uint64_t gen;
-    int64_t created;
-    size_t count;
-    TRY("store info", dv365_store_info(store, &gen, NULL, &created, &count, NULL, NULL));
-    if (gen == 0) {
-        int64_t cutoff = first - first % 86400; /* the day of the first label: train_from */
-        progress_bar bar;
-        progress_init(&bar, "embed", "users", force);
-        dv365_generate_options gopt;
-        dv365_generate_options_init(&gopt);
-        gopt.nthreads = (int)threads;
-        gopt.progress = on_progress;
-        gopt.progress_ctx = &bar;
-        TRY("embed", dv365_generate(dv, tl_path, cutoff, store, &gopt));
-        TRY("store info", dv365_store_info(store, &gen, NULL, &created, &count, NULL, NULL));
-        printf("embedded %zu users into %s at the start of the train window (%" PRId64 ")\n",
-               count, o[STORE].value, created);
-    }
-    if (created > first) {
-        fprintf(stderr,
-                "dv365: experiment: the store's embedding (created %" PRId64 ") is newer than "
-                "the first train label (%" PRId64 "): it would leak future events; use an "
-                "empty store or embed with --cutoff %" PRId64 "\n",
-                created, first, first - first % 86400);
-        rc = 1;
-        goto done;
-    }
-    const size_t Kv = dv365_model_num_tokens(dv), Dv = dv365_model_dim(dv), KDv = Kv * Dv;
-    const size_t ED = (size_t)E * Dd;
-    size_t missing = 0;
-    if (!(emb = malloc((arms[0].u.n * KDv + 1) * sizeof *emb))) {
-        rc = fail_status("embeddings", dv_error(DV365_E_NOMEM, "out of memory"));
-        goto done;
-    }
-    TRY("read embeddings", load_embeddings(store, dv, &arms[0].u, emb, &missing));
-
-    /* the adapter and its optimizer */
-    TRY("adapter", dv365_adapter_create(DV365_ADAPTER_LINEAR, "dv365_ranking", Kv, Dv, ED,
-                                        seed + 7, &ad));
-    const size_t np = dv365_adapter_num_params(ad);
-    dv_adam adam;
-    TRY("adapter optimizer", dv_adam_init(&adam, true, 0.9, 0.999, 1e-8, 0.0)); /* no decay */
-    TRY("workspace", dv365_workspace_create(&ws));
-    b.time = malloc(B * sizeof *b.time);
-    b.items = malloc(3 * B * sizeof *b.items);
-    b.dense = malloc((B * train.n_dense + 1) * sizeof *b.dense);
-    b.labels = malloc(B * T * sizeof *b.labels);
-    b.user = malloc(B * sizeof *b.user);
-    order = malloc(train.n * sizeof *order);
-    U = malloc(B * KDv * sizeof *U);
-    extra = malloc(B * ED * sizeof *extra);
-    d_extra = malloc(B * ED * sizeof *d_extra);
-    grad = malloc(np * sizeof *grad);
-    mom = calloc(np, sizeof *mom);
-    var = calloc(np, sizeof *var);
-    if (!b.time || !b.items || !b.dense || !b.labels || !b.user || !order || !U || !extra ||
-        !d_extra || !grad || !mom || !var) {
-        rc = fail_status("buffers", dv_error(DV365_E_NOMEM, "out of memory"));
-        goto done;
-    }
-    printf("ranking transfer: downstream %s (D=%zu, K=%zu own tokens) vs +%zu DV365 tokens "
-           "(K=%zu x D=%zu frozen, linear adapter); %zu train / %zu eval examples; "
-           "%zu of %zu users without an embedding\n",
-           o[CONFIG].value, Dd, dv365_model_num_tokens(arms[0].m), (size_t)E, Kv, Dv, train.n,
-           eval.n, missing, arms[0].u.n);
-
-    /* train both arms on the same shuffled examples */
-    if (steps == 0)
-        steps = (train.n + B - 1) / B;
-    dv_rng rng;
-    dv_rng_seed(&rng, seed);
-    size_t pos_in = train.n;
-    progress_bar bar;
-    progress_init(&bar, "train", "steps", force);
-    double t0 = now_s(), loss0 = 0, loss1 = 0;
-    for (uint64_t s = 0; s < steps; s++) {
-        if (pos_in + B > train.n) { /* a new epoch: reshuffle (Fisher-Yates) */
-            for (size_t i = 0; i < train.n; i++)
-                order[i] = i;
-            for (size_t i = train.n - 1; i > 0; i--) {
-                size_t j = (size_t)(dv_rng_next(&rng) % (i + 1)), tmp = order[i];
-                order[i] = order[j];
-                order[j] = tmp;
-            }
-            pos_in = 0;
-        }
-        size_t nb = train.n < B ? train.n : (size_t)B;
-        if ((rc = fill_batch(&b, &train, order + pos_in, nb, arms)))
-            goto done;
-        pos_in += nb;
-        TRY("baseline step", dv365_trainer_step(arms[0].t, nb, arms[0].tls, b.time, b.items,
-                                                b.dense, b.labels, &loss0, (int)threads));
-        for (size_t j = 0; j < nb; j++)
-            memcpy(U + j * KDv, emb + b.user[j] * KDv, KDv * sizeof *U);
-        TRY("adapter", dv365_adapter_forward(ad, ws, nb, U, extra, (int)threads));
-        TRY("+DV365 step", dv365_trainer_step_ex(arms[1].t, nb, arms[1].tls, b.time, b.items,
-                                                 b.dense, b.labels, extra, d_extra, &loss1,
-                                                 (int)threads));
-        memset(grad, 0, np * sizeof *grad);
-        TRY("adapter", dv365_adapter_backward(ad, ws, nb, U, d_extra, grad, NULL, (int)threads));
-        TRY("adapter update", dv_adam_begin_step(&adam));
-        TRY("adapter update",
-            dv_adam_update(&adam, lr, dv365_adapter_params(ad), grad, mom, var, np));
-        snprintf(bar.extra, sizeof bar.extra, "loss %.4f / %.4f", loss0, loss1);
-        progress_show(&bar, (size_t)s + 1, (size_t)steps);
-    }
-    printf("trained %" PRIu64 " steps of %" PRIu64 " in %.1f s (last loss: baseline %.4f, "
-           "+DV365 %.4f)\n", steps, B, now_s() - t0, loss0, loss1);
-
-    /* evaluate both on eval.dve, in file order */
-    dv365_trainer_eval_reset(arms[0].t);
-    dv365_trainer_eval_reset(arms[1].t);
-    for (size_t i = 0; i < eval.n; i += B) {
-        size_t nb = eval.n - i < B ? eval.n - i : (size_t)B;
-        for (size_t j = 0; j < nb; j++)
-            order[j] = i + j;
-        if ((rc = fill_batch(&b, &eval, order, nb, arms)))
-            goto done;
-        TRY("baseline eval", dv365_trainer_eval_batch(arms[0].t, nb, arms[0].tls, b.time,
-                                                      b.items, b.dense, b.labels, NULL,
-                                                      (int)threads));
-        for (size_t j = 0; j < nb; j++)
-            memcpy(U + j * KDv, emb + b.user[j] * KDv, KDv * sizeof *U);
-        TRY("adapter", dv365_adapter_forward(ad, ws, nb, U, extra, (int)threads));
-        TRY("+DV365 eval", dv365_trainer_eval_batch_ex(arms[1].t, nb, arms[1].tls, b.time,
-                                                       b.items, b.dense, b.labels, extra, NULL,
-                                                       (int)threads));
-    }
-
-    printf("\neval.dve (%zu examples), seed %" PRIu64 ":\n", eval.n, seed);
-    printf("  %-12s %-6s %10s %10s %9s %9s %9s\n", "task", "metric", "baseline", "+DV365",
-           "change %", "AUC base", "AUC +DV");
-    for (size_t k = 0; k < T; k++) {
-        double ne0, ne1, auc0, auc1, mse0, mse1;
-        TRY("eval", dv365_trainer_eval_result(arms[0].t, k, &ne0, &auc0, &mse0));
-        TRY("eval", dv365_trainer_eval_result(arms[1].t, k, &ne1, &auc1, &mse1));
-        int bin = dv365_config_task_is_binary(cfg, k);
-        double v0 = bin ? ne0 : mse0, v1 = bin ? ne1 : mse1;
-        printf("  %-12s %-6s %10.4f %10.4f %+9.2f", dv365_config_task_name(cfg, k),
-               bin ? "NE" : "MSE", v0, v1, 100.0 * (v1 - v0) / v0);
-        if (bin)
-            printf(" %9.4f %9.4f\n", auc0, auc1);
-        else
-            printf(" %9s %9s\n", "-", "-");
+    exp_settings s = settings_of(&x, text);
+    TRY("world", exp_world_load(x.data, &w));
+    switch (which) {
+    case 0: rc = ranking(&x, &w, &s); break;
+    case 1: rc = staleness(&x, &w, &s); break;
+    case 2: rc = stability(&x, &w, &s); break;
+    case 3: rc = retrieval(&x, &w, &s); break;
+    default: rc = ablations(&x, &w, &s); break;
     }
 done:
-    free(emb);
-    free(U);
-    free(extra);
-    free(d_extra);
-    free(grad);
-    free(mom);
-    free(var);
-    free(order);
-    free(b.time);
-    free(b.items);
-    free(b.dense);
-    free(b.labels);
-    free(b.user);
-    dv365_adapter_free(ad);
-    dv365_workspace_free(ws);
-    dv365_store_close(store);
-    dv365_model_free(dv);
-    arm_free(&arms[0]);
-    arm_free(&arms[1]);
-    examples_free(&train);
-    examples_free(&eval);
+    exp_world_free(&w);
     free(text);
-    free(text_e);
     return rc;
 }

@@ -63,12 +63,12 @@ int cmd_synth(int argc, char **argv)
 {
     const char *out = NULL, *preset = "small", *config = "configs/default.yaml";
     const char *catalog = NULL, *tasks = NULL;
-    enum { NS = 10 };
+    enum { NS = 11 };
     const char *sizes[NS] = {NULL};
     static const char *const size_names[NS] = {"seed",       "users",          "events",
                                                "items",      "train-per-user", "eval-per-user",
                                                "train-days", "eval-days",      "now",
-                                               "niches"};
+                                               "niches",     "pretrain-per-user"};
     int progress_flag = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -121,7 +121,8 @@ int cmd_synth(int argc, char **argv)
     }
     uint64_t v[NS];
     static const uint64_t max[NS] = {UINT64_MAX, 100000000, 10000000, 100000000, 1000000, 1000000,
-                                     3650,       3650,      (uint64_t)DV365_TIME_MAX, 256};
+                                     3650,       3650,      (uint64_t)DV365_TIME_MAX, 256,
+                                     1000000};
     for (int k = 0; k < NS; k++)
         if (sizes[k] && parse_size(size_names[k], sizes[k], max[k], &v[k]))
             return 2;
@@ -135,6 +136,7 @@ int cmd_synth(int argc, char **argv)
     if (sizes[7]) p.eval_days = (int64_t)v[7];
     if (sizes[8]) p.now = (int64_t)v[8];
     if (sizes[9]) p.niches = (size_t)v[9];
+    if (sizes[10]) p.pretrain_per_user = (size_t)v[10];
     if (catalog)
         p.catalog_csv = catalog;
     /* --tasks: split a copy of the list at the commas */

@@ -59,6 +59,7 @@ static int on_step(void *ctx, uint64_t step, uint64_t total, double loss)
 static const char *train_help =
     "usage: dv365 train --data DIR --out CHECKPOINT_DIR [--config FILE.yaml | --model DIR]\n"
     "                   [--resume] [--steps N] [--threads T] [--seed S] [--progress]\n"
+    "                   [--examples NAME]\n"
     "Train the DV365 model (pooling tables + encoder) inside its DLRM backbone on\n"
     "DIR/timelines.dvt + DIR/train.dve (the history of each example ends\n"
     "training.gap before its label), evaluate it on DIR/eval.dve and write a\n"
@@ -69,7 +70,9 @@ static const char *train_help =
     "  --resume   continue the newest checkpoint in CHECKPOINT_DIR exactly\n"
     "  --steps    optimizer steps of training.batch_size examples (default: one epoch)\n"
     "  --threads  threads per step (default 1); results do not depend on it\n"
-    "  --seed     initialization seed of a fresh model (default 1)\n";
+    "  --seed     initialization seed of a fresh model (default 1)\n"
+    "  --examples the example file in DIR to train on (default train.dve; `dv365 synth`\n"
+    "             also writes pretrain.dve, DV365's own larger set in the same window)\n";
 
 int cmd_train(int argc, char **argv)
 {
@@ -79,8 +82,9 @@ int cmd_train(int argc, char **argv)
     }
     opt o[] = {{"data", NULL},  {"out", NULL},   {"config", "configs/default.yaml"},
                {"model", NULL}, {"steps", "0"},  {"threads", "1"},
-               {"seed", "1"},   {"resume", NULL}, {"progress", NULL}};
-    enum { DATA, OUT, CONFIG, MODEL, STEPS, THREADS, SEED, RESUME, PROGRESS, NOPTS };
+               {"seed", "1"},   {"resume", NULL}, {"progress", NULL},
+               {"examples", "train.dve"}};
+    enum { DATA, OUT, CONFIG, MODEL, STEPS, THREADS, SEED, RESUME, PROGRESS, EXAMPLES, NOPTS };
     /* --resume and --progress are flags: accept them without a value */
     int resume = 0, force = 0;
     char *args[256];
@@ -99,7 +103,7 @@ int cmd_train(int argc, char **argv)
     dv365_trainer *t = NULL;
     char tl[4096], train[4096], eval[4096];
     data_path(tl, sizeof tl, o[DATA].value, "timelines.dvt");
-    data_path(train, sizeof train, o[DATA].value, "train.dve");
+    data_path(train, sizeof train, o[DATA].value, o[EXAMPLES].value);
     data_path(eval, sizeof eval, o[DATA].value, "eval.dve");
 
     double t0 = now_s();

@@ -304,7 +304,7 @@ static const command commands[] = {
     {"embed", cmd_embed, "embed every user of a timeline file into the store"},
     {"encode", cmd_encode, "encode pooled inputs x from safetensors into tokens u"},
     {"eval", cmd_eval, "evaluate a model in its backbone on labelled examples"},
-    {"experiment", cmd_experiment, "the paper's experiments (ranking transfer) on a world"},
+    {"experiment", cmd_experiment, "the paper's experiments (ranking, staleness, stability, retrieval, ablations)"},
     {"init", cmd_init, "create a model directory with seeded weights"},
     {"inspect", cmd_inspect, "show a config, a model directory or a blob"},
     {"synth", cmd_synth, "generate the synthetic world (timelines, examples, truth)"},

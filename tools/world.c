@@ -330,6 +330,7 @@ int world_preset(const char *name, world_params *p)
         p->niches = 8;
         p->train_per_user = 50;
         p->eval_per_user = 25;
+        p->pretrain_per_user = 200;
         p->train_days = 21;
     } else if (!strcmp(name, "large")) { /* the paper's volumes: mean 40K, max 70K events */
         p->n_users = 1000;
@@ -338,6 +339,7 @@ int world_preset(const char *name, world_params *p)
         p->niches = 32;
         p->train_per_user = 200;
         p->eval_per_user = 100;
+        p->pretrain_per_user = 400;
         p->train_days = 28;
     } else {
         return -1;
@@ -757,7 +759,8 @@ static dv365_status check_params(world *w)
         return werr(w, DV365_E_INVALID, "items must be in 100..100000000, got %zu", p->n_items);
     if (p->niches < 1 || p->niches > 256)
         return werr(w, DV365_E_INVALID, "niches must be in 1..256, got %zu", p->niches);
-    if (p->train_per_user > 1000000 || p->eval_per_user > 1000000)
+    if (p->train_per_user > 1000000 || p->eval_per_user > 1000000 ||
+        p->pretrain_per_user > 1000000)
         return werr(w, DV365_E_INVALID, "examples per user must be at most 1000000");
     if (p->span_days < 14 || p->span_days > 3650)
         return werr(w, DV365_E_INVALID, "span must be 14..3650 days, got %" PRId64, p->span_days);
@@ -1852,7 +1855,7 @@ dv365_status world_write(world *w, const char *dir, world_progress_fn progress, 
 
     dv365_timeline *tl = NULL;
     dv365_timeline_writer *tw = NULL;
-    dv365_example_writer *xw[2] = {NULL, NULL};
+    dv365_example_writer *xw[3] = {NULL, NULL, NULL};
     afile fcat = {0}, fusers = {0}, fstates = {0}, ftruth[2] = {{0}, {0}}, fsum = {0};
     char path[1100];
     dv365_status st = make_dir(w, dir);
@@ -1871,6 +1874,10 @@ dv365_status world_write(world *w, const char *dir, world_progress_fn progress, 
     if (st == DV365_OK)
         snprintf(path, sizeof path, "%s/eval.dve", dir);
     LIB(dv365_example_writer_open(path, WORLD_N_DENSE, w->n_tasks, &xw[1]));
+    if (st == DV365_OK && w->p.pretrain_per_user) {
+        snprintf(path, sizeof path, "%s/pretrain.dve", dir);
+        LIB(dv365_example_writer_open(path, WORLD_N_DENSE, w->n_tasks, &xw[2]));
+    }
     if (st == DV365_OK)
         st = afile_open(w, &fcat, dir, "catalog.csv");
     if (st == DV365_OK)
@@ -1962,6 +1969,20 @@ dv365_status world_write(world *w, const char *dir, world_progress_fn progress, 
                 }
             }
         }
+        /* DV365's own examples: the train window again, from a stream of their
+         * own, so that train.dve and eval.dve do not depend on their number */
+        if (st == DV365_OK && w->p.pretrain_per_user) {
+            rng_user(&r, w->p.seed, u, 3);
+            st = make_examples(w, &r, w->p.pretrain_per_user, train_from, w->p.train_days);
+            for (size_t k = 0; k < w->p.pretrain_per_user && st == DV365_OK; k++) {
+                const wexample *e = &w->ex[k];
+                const witem *it = &w->item[e->item];
+                LIB(dv365_example_writer_add(xw[2], w->user.t.user_id, e->t, it->media_id,
+                                             w->author_id[it->author], w->topic_id[it->topic],
+                                             e->dense, e->labels));
+            }
+            S.n_pretrain += w->p.pretrain_per_user;
+        }
         user_leave(w);
         if (progress && st == DV365_OK)
             progress(ctx, u + 1, w->p.n_users);
@@ -1969,6 +1990,8 @@ dv365_status world_write(world *w, const char *dir, world_progress_fn progress, 
     LIB(dv365_timeline_writer_close(tw));
     LIB(dv365_example_writer_close(xw[0]));
     LIB(dv365_example_writer_close(xw[1]));
+    if (xw[2])
+        LIB(dv365_example_writer_close(xw[2]));
     if (st == DV365_OK)
         st = afile_close(w, &fcat);
     if (st == DV365_OK)
@@ -2020,6 +2043,7 @@ dv365_status world_write(world *w, const char *dir, world_progress_fn progress, 
     dv365_timeline_writer_free(tw);
     dv365_example_writer_free(xw[0]);
     dv365_example_writer_free(xw[1]);
+    dv365_example_writer_free(xw[2]);
     dv365_timeline_free(tl);
     if (st != DV365_OK) {
         copy_err(err, err_len, w->err);
@@ -2085,6 +2109,8 @@ void world_summary(const world *w, const world_stats *s, char *buf, size_t len)
     PUT("embed_time: %" PRId64 " (%s)\n", embed, t2);
     PUT("now: %" PRId64 " (%s)\n", p->now, t3);
     PUT("train_examples: %zu (label times in [train_from, embed_time))\n", s->n_train);
+    PUT("pretrain_examples: %zu (pretrain.dve, DV365's own: the same window, other draws)\n",
+        s->n_pretrain);
     PUT("eval_examples: %zu (label times in [embed_time, now))\n", s->n_eval);
     PUT("n_dense: %d\n", WORLD_N_DENSE);
     PUT("tasks:");

@@ -40,6 +40,9 @@ typedef struct world_params {
     size_t niches;          /* topic = tag * niches + niche(author), niches in 1..256 */
     size_t train_per_user;  /* labelled impressions per user, train split */
     size_t eval_per_user;   /* ... eval split */
+    size_t pretrain_per_user; /* DV365's own training examples per user (pretrain.dve,
+                                 label times in the train window, drawn apart from
+                                 train.dve); 0 = no pretrain.dve */
     int64_t now;            /* end of the year of activity (unix seconds) */
     int64_t span_days;      /* days of activity before now (365) */
     int64_t train_days;     /* train labels in [embed_time - train_days, embed_time) */
@@ -78,7 +81,7 @@ typedef struct world_stats {
     size_t n_users, n_items, n_authors, n_topics;
     size_t events, explicit_events, events_min, events_max;
     size_t action_count[32];         /* by action code */
-    size_t n_train, n_eval;
+    size_t n_train, n_eval, n_pretrain;
     size_t n_tasks;
     double train_label_mean[WORLD_MAX_TASKS], eval_label_mean[WORLD_MAX_TASKS];
     size_t short_history;            /* the "recent history" length the diagnostics use */
@@ -98,7 +101,8 @@ typedef struct world_stats {
 } world_stats;
 
 /* Generate everything into dir (created if missing): timelines.dvt,
- * train.dve, eval.dve, catalog.csv, truth_users.csv, truth_states.csv,
+ * train.dve, eval.dve, pretrain.dve (if pretrain_per_user > 0), catalog.csv,
+ * truth_users.csv, truth_states.csv,
  * truth_train.csv, truth_eval.csv and world.txt, each written atomically.
  * progress and stats may be NULL. */
 dv365_status world_write(world *w, const char *dir, world_progress_fn progress, void *ctx,
