@@ -222,6 +222,48 @@ static void test_reproducible(void **state)
     remove_dir(d2);
 }
 
+/* pretrain.dve: DV365's own examples, in the train window, from a stream of
+ * their own: the other files do not change with their number */
+static void test_pretrain_split(void **state)
+{
+    fixture *f = *state;
+    char d1[] = "/tmp/dv365_world_XXXXXX";
+    assert_non_null(mkdtemp(d1));
+    world_params p;
+    tiny_params(f, &p, 3); /* the fixture's seed, no pretrain.dve */
+    assert_int_equal(f->p.pretrain_per_user, 0);
+    p.pretrain_per_user = 30;
+    world_stats s;
+    generate(f, &p, d1, NULL, &s);
+    assert_int_equal(s.n_pretrain, 50 * 30);
+    for (size_t i = 0; i < N_FILES; i++)
+        if (strcmp(FILES[i], "world.txt") && !same_file(f->dir, d1, FILES[i]))
+            fail_msg("pretrain examples changed %s", FILES[i]);
+    char path[300];
+    snprintf(path, sizeof path, "%s/pretrain.dve", d1);
+    dv365_example_reader *r;
+    assert_int_equal(dv365_example_reader_open(path, &r), DV365_OK);
+    assert_int_equal(dv365_example_reader_count(r), 50 * 30);
+    const int64_t embed = world_embed_time(f->w), from = embed - p.train_days * 86400;
+    uint64_t user, ids[3];
+    int64_t t;
+    float dense[WORLD_N_DENSE], labels[WORLD_MAX_TASKS];
+    int done = 0;
+    size_t n = 0;
+    while (dv365_example_reader_next(r, &user, &t, &ids[0], &ids[1], &ids[2], dense, labels,
+                                     &done) == DV365_OK && !done) {
+        assert_true(t >= from && t < embed); /* the train window */
+        n++;
+    }
+    assert_int_equal(n, 50 * 30);
+    dv365_example_reader_free(r);
+    unlink(path);
+    /* and the fixture's world has none */
+    snprintf(path, sizeof path, "%s/pretrain.dve", f->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    remove_dir(d1);
+}
+
 /* --- volumes and timelines --------------------------------------------------------- */
 
 static void test_volumes(void **state)
@@ -536,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_pretrain_split),
         cmocka_unit_test(test_volumes),
         cmocka_unit_test(test_timelines),
         cmocka_unit_test(test_tasks_match_config),

@@ -31,7 +31,8 @@ static const char *experiment_help =
     "model MODEL_DIR (`dv365 train`); each prints markdown tables (docs/experiments.md).\n"
     "  ranking    a downstream DLRM that sees only the recent history (--config) vs the\n"
     "             same model + the DV365 tokens through a linear-projection adapter, and\n"
-    "             + the tokens of an untrained DV365 model (control): NE / MSE per task\n"
+    "             two controls (an untrained DV365 model, a random vector per user):\n"
+    "             NE / MSE per task, on the same users and on held-out users\n"
     "  staleness  + DV365 refreshed daily vs frozen at the first eval day: NE gain by day\n"
     "  stability  cosine similarity of each user's embeddings made 7 days apart\n"
     "  retrieval  a two-tower model without / with DV365 (plain, GateNet): HitRate@1/@10\n"
@@ -42,7 +43,8 @@ static const char *experiment_help =
     "  --base F       ablations: the DV365 config varied (default configs/small.yaml)\n"
     "  --dv-epochs N  ablations: epochs of DV365 training per variant on DIR/pretrain.dve\n"
     "                 (DIR/train.dve if the world has none; default 1)\n"
-    "  --epochs N     downstream epochs over train.dve (default 1)\n"
+    "  --epochs N     downstream epochs over train.dve (ranking) or its positives\n"
+    "                 (retrieval) (default 1)\n"
     "  --seeds N      repeat every comparison with seeds S..S+N-1 (default 1)\n"
     "  --seed S       first seed (default 1)\n"
     "  --extra E      DV365 tokens after the adapter (default 4)\n"
@@ -326,16 +328,28 @@ static int staleness(const exp_opts *x, const exp_world *w, exp_settings *s)
         print_pm(g2, sd2, (size_t)x->seeds, " %+.2f");
         printf(" |\n");
     }
-    double o1 = 0, o2 = 0;
-    size_t nb = 0;
-    for (size_t i = 0; i < x->seeds; i++)
-        for (size_t k = 0; k < res[0].T; k++)
-            if (res[0].binary[k]) {
-                o1 += rel(res[1 * x->seeds + i].metric[k], res[i].metric[k]);
-                o2 += rel(res[2 * x->seeds + i].metric[k], res[i].metric[k]);
-                nb++;
-            }
-    printf("| **all** | | **%+.2f** | **%+.2f** |\n", o1 / (double)nb, o2 / (double)nb);
+    double g[2][100]; /* the whole eval set, per seed: mean over binary tasks */
+    for (size_t a = 1; a <= 2; a++)
+        for (size_t i = 0; i < x->seeds; i++) {
+            const exp_result *r = &res[a * x->seeds + i], *b = &res[i];
+            double sum = 0;
+            size_t n = 0;
+            for (size_t k = 0; k < r->T; k++)
+                if (r->binary[k]) {
+                    sum += rel(r->metric[k], b->metric[k]);
+                    n++;
+                }
+            g[a - 1][i] = sum / (double)n;
+        }
+    printf("| **all** | |");
+    for (size_t a = 0; a < 2; a++) {
+        double m, sd;
+        exp_mean_sd(g[a], (size_t)x->seeds, &m, &sd);
+        printf(" **");
+        print_pm(m, sd, (size_t)x->seeds, "%+.2f");
+        printf("** |");
+    }
+    printf("\n");
 done:
     free(res);
     exp_bank_free(&bank);
