@@ -108,6 +108,37 @@ static exp_settings settings_of(const exp_opts *x, const char *config_text)
 /* Relative change in percent of v against the baseline b (negative = better). */
 static double rel(double v, double b) { return 100.0 * (v - b) / b; }
 
+/* Relative change of metric m against base over the tasks of r: task k alone,
+ * or (k = r->T) the mean over the binary tasks. */
+static double change(const exp_result *r, const double *m, const double *base, size_t k)
+{
+    if (k < r->T)
+        return rel(m[k], base[k]);
+    double sum = 0;
+    size_t n = 0;
+    for (size_t t = 0; t < r->T; t++)
+        if (r->binary[t]) {
+            sum += rel(m[t], base[t]);
+            n++;
+        }
+    return n ? sum / (double)n : NAN;
+}
+
+/* Mean and sd over seeds of arm a's change against arm 0 (res[arm * seeds +
+ * seed]), on eval day d (d = SIZE_MAX: the whole eval set), for change()'s k. */
+static double seed_change(const exp_result *res, size_t seeds, size_t a, size_t d, size_t k,
+                          double *sd)
+{
+    double g[100], m;
+    for (size_t i = 0; i < seeds; i++) {
+        const exp_result *r = &res[a * seeds + i], *b = &res[i];
+        g[i] = d == SIZE_MAX ? change(r, r->metric, b->metric, k)
+                             : change(r, r->day_metric[d], b->day_metric[d], k);
+    }
+    exp_mean_sd(g, seeds, &m, sd);
+    return m;
+}
+
 static void print_pm(double mean, double sd, size_t n, const char *fmt)
 {
     printf(fmt, mean);
@@ -132,14 +163,14 @@ static dv365_status run_arms(const exp_world *w, const exp_settings *s, const ex
 }
 
 /* The per-task table of a ranking run: every arm's NE (MSE), and for arm
- * a > 0 its relative change against arm ref[a] (paired by seed). */
-static void print_ranking_table(const exp_arm *arms, const size_t *ref, size_t n_arms,
-                                const exp_result *res, size_t seeds)
+ * a > 0 its relative change against arm 0 (paired by seed). */
+static void print_ranking_table(const exp_arm *arms, size_t n_arms, const exp_result *res,
+                                size_t seeds)
 {
     const exp_result *r0 = &res[0];
     printf("| task | metric | %s |", arms[0].name);
     for (size_t a = 1; a < n_arms; a++)
-        printf(" %s | Δ %% vs %s |", arms[a].name, ref[a] ? arms[ref[a]].name : "baseline");
+        printf(" %s | Δ %% vs %s |", arms[a].name, arms[0].name);
     printf("\n|---|---|---:|");
     for (size_t a = 1; a < n_arms; a++)
         printf("---:|---:|");
@@ -150,21 +181,7 @@ static void print_ranking_table(const exp_arm *arms, const size_t *ref, size_t n
         else
             printf("| %s | %s |", r0->name[k], r0->binary[k] ? "NE" : "MSE");
         for (size_t a = 0; a < n_arms; a++) {
-            double v[100], d[100], m, sd, dm, dsd;
-            for (size_t i = 0; i < seeds; i++) {
-                const exp_result *r = &res[a * seeds + i], *b = &res[ref[a] * seeds + i];
-                double sum = 0;
-                size_t n = 0;
-                for (size_t t = 0; t < r->T; t++)
-                    if (k == r0->T ? r->binary[t] : t == k) {
-                        sum += rel(r->metric[t], b->metric[t]);
-                        n++;
-                    }
-                v[i] = k < r0->T ? r->metric[k] : NAN;
-                d[i] = sum / (double)n;
-            }
-            exp_mean_sd(v, seeds, &m, &sd);
-            exp_mean_sd(d, seeds, &dm, &dsd);
+            double v[100], m, sd, dsd, dm = a ? seed_change(res, seeds, a, SIZE_MAX, k, &dsd) : 0;
             if (k == r0->T) {
                 if (a > 0) {
                     printf(" | **");
@@ -173,6 +190,9 @@ static void print_ranking_table(const exp_arm *arms, const size_t *ref, size_t n
                 }
                 continue;
             }
+            for (size_t i = 0; i < seeds; i++)
+                v[i] = res[a * seeds + i].metric[k];
+            exp_mean_sd(v, seeds, &m, &sd);
             printf(" %.4f |", m);
             if (a > 0) {
                 print_pm(dm, dsd, seeds, " %+.2f");
@@ -222,7 +242,6 @@ static int ranking(const exp_opts *x, const exp_world *w, exp_settings *s)
                               {.name = "+DV365", .bank = &bank},
                               {.name = "+untrained DV365", .bank = &bank_ctl},
                               {.name = "+user id", .bank = &ident}};
-    const size_t ref[NA] = {0, 0, 0, 0};
     if (!(res = calloc(NA * x->seeds, sizeof *res))) {
         rc = fail_status("results", dv_error(DV365_E_NOMEM, "out of memory"));
         goto done;
@@ -244,7 +263,7 @@ static int ranking(const exp_opts *x, const exp_world *w, exp_settings *s)
                h ? "Held-out users (a quarter of the users, never seen downstream)"
                  : "Same users (train window, then eval window)",
                res[0].n_train, res[0].n_eval);
-        print_ranking_table(arms, ref, NA, res, (size_t)x->seeds);
+        print_ranking_table(arms, NA, res, (size_t)x->seeds);
     }
 done:
     free(res);
@@ -254,26 +273,6 @@ done:
     dv365_model_free(dv);
     dv365_model_free(ctl);
     return rc;
-}
-
-/* Mean over binary tasks of the relative NE change of arm a vs arm 0 on day d. */
-static double day_gain(const exp_result *res, size_t seeds, size_t a, size_t d, double *sd)
-{
-    double g[100];
-    for (size_t i = 0; i < seeds; i++) {
-        const exp_result *r = &res[a * seeds + i], *b = &res[i];
-        double sum = 0;
-        size_t n = 0;
-        for (size_t k = 0; k < r->T; k++)
-            if (r->binary[k]) {
-                sum += rel(r->day_metric[d][k], b->day_metric[d][k]);
-                n++;
-            }
-        g[i] = n ? sum / (double)n : NAN;
-    }
-    double m;
-    exp_mean_sd(g, seeds, &m, sd);
-    return m;
 }
 
 static int staleness(const exp_opts *x, const exp_world *w, exp_settings *s)
@@ -319,37 +318,20 @@ static int staleness(const exp_opts *x, const exp_world *w, exp_settings *s)
     TRY("staleness", run_arms(w, s, arms, 3, x, res));
     printf("| eval day | frozen embedding age (days) | NE gain, daily %% | NE gain, frozen %% |\n"
            "|---:|---:|---:|---:|\n");
-    for (size_t d = 0; d < res[0].n_days; d++) {
-        double sd1, sd2, g1 = day_gain(res, (size_t)x->seeds, 1, d, &sd1),
-                         g2 = day_gain(res, (size_t)x->seeds, 2, d, &sd2);
-        printf("| %zu | %zu |", d, d);
-        print_pm(g1, sd1, (size_t)x->seeds, " %+.2f");
-        printf(" |");
-        print_pm(g2, sd2, (size_t)x->seeds, " %+.2f");
-        printf(" |\n");
-    }
-    double g[2][100]; /* the whole eval set, per seed: mean over binary tasks */
-    for (size_t a = 1; a <= 2; a++)
-        for (size_t i = 0; i < x->seeds; i++) {
-            const exp_result *r = &res[a * x->seeds + i], *b = &res[i];
-            double sum = 0;
-            size_t n = 0;
-            for (size_t k = 0; k < r->T; k++)
-                if (r->binary[k]) {
-                    sum += rel(r->metric[k], b->metric[k]);
-                    n++;
-                }
-            g[a - 1][i] = sum / (double)n;
+    const size_t seeds = (size_t)x->seeds, T = res[0].T;
+    for (size_t d = 0; d <= res[0].n_days; d++) { /* the last row: the whole eval set */
+        if (d < res[0].n_days)
+            printf("| %zu | %zu |", d, d);
+        else
+            printf("| **all** | |");
+        for (size_t a = 1; a <= 2; a++) {
+            double sd, g = seed_change(res, seeds, a, d < res[0].n_days ? d : SIZE_MAX, T, &sd);
+            printf(d < res[0].n_days ? " " : " **");
+            print_pm(g, sd, seeds, "%+.2f");
+            printf(d < res[0].n_days ? " |" : "** |");
         }
-    printf("| **all** | |");
-    for (size_t a = 0; a < 2; a++) {
-        double m, sd;
-        exp_mean_sd(g[a], (size_t)x->seeds, &m, &sd);
-        printf(" **");
-        print_pm(m, sd, (size_t)x->seeds, "%+.2f");
-        printf("** |");
+        printf("\n");
     }
-    printf("\n");
 done:
     free(res);
     exp_bank_free(&bank);
@@ -611,24 +593,11 @@ static int ablations(const exp_opts *x, const exp_world *w, const exp_settings *
            "watch-time MSE Δ %% |\n|---|---:|---:|---:|---:|---:|\n");
     double base_gain = 0;
     for (size_t a = 1; a < NV + 2; a++) {
-        double g[100], mse[100], gm, gsd, mm, msd;
-        for (size_t i = 0; i < x->seeds; i++) {
-            const exp_result *r = &res[a * x->seeds + i], *b = &res[i];
-            double sum = 0;
-            size_t n = 0;
-            mse[i] = NAN;
-            for (size_t k = 0; k < r->T; k++) {
-                if (r->binary[k]) {
-                    sum += rel(r->metric[k], b->metric[k]);
-                    n++;
-                } else {
-                    mse[i] = rel(r->metric[k], b->metric[k]);
-                }
-            }
-            g[i] = sum / (double)n;
-        }
-        exp_mean_sd(g, (size_t)x->seeds, &gm, &gsd);
-        exp_mean_sd(mse, (size_t)x->seeds, &mm, &msd);
+        double gsd, msd = 0, gm = seed_change(res, (size_t)x->seeds, a, SIZE_MAX, res[0].T, &gsd);
+        double mm = NAN; /* the regression task (watch time), if any */
+        for (size_t k = 0; k < res[0].T; k++)
+            if (!res[0].binary[k])
+                mm = seed_change(res, (size_t)x->seeds, a, SIZE_MAX, k, &msd);
         if (a == 1)
             base_gain = gm;
         size_t v = a - 1;
