@@ -260,7 +260,8 @@ static int ranking(const exp_opts *x, const exp_world *w, exp_settings *s)
         s->held_out = h;
         TRY("ranking", run_arms(w, s, arms, NA, x, res));
         printf("\n### %s: %zu train / %zu eval examples\n\n",
-               h ? "Held-out users (a quarter of the users, never seen downstream)"
+               h ? "Held-out users (a quarter of the users, never seen downstream; all their "
+                   "train.dve and eval.dve examples evaluated)"
                  : "Same users (train window, then eval window)",
                res[0].n_train, res[0].n_eval);
         print_ranking_table(arms, NA, res, (size_t)x->seeds);

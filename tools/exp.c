@@ -576,7 +576,8 @@ dv365_status exp_run_arm(const exp_world *w, const exp_settings *s, const exp_ar
                             : dv_error(DV365_E_NOMEM, "out of memory");
     if (!order)
         memset(&a, 0, sizeof a);
-    /* the examples of the split: train[0..n_tr), then eval[0..n_ev) in file order */
+    /* the examples of the split, in file order: train[0..n_tr), eval[0..n_ev), then the
+     * held-out users' train examples [0..n_ho) */
     size_t *tr_idx = NULL, *ev_idx = NULL, n_tr = 0, n_ev = 0;
     if (st == DV365_OK && !(tr_idx = malloc((tr->n + ev->n + 1) * sizeof *tr_idx)))
         st = dv_error(DV365_E_NOMEM, "out of memory");
@@ -587,11 +588,18 @@ dv365_status exp_run_arm(const exp_world *w, const exp_settings *s, const exp_ar
     for (size_t i = 0; st == DV365_OK && i < ev->n; i++)
         if (!s->held_out || exp_held_out_user(ev->user[i]))
             ev_idx[n_ev++] = i;
+    /* held out: their train-window examples are unseen downstream too, so they
+     * are evaluated as well (4x the examples, as retrieval evaluates all of a
+     * held-out user's positives) */
+    size_t *ho_idx = ev_idx ? ev_idx + n_ev : NULL, n_ho = 0;
+    for (size_t i = 0; st == DV365_OK && s->held_out && i < tr->n; i++)
+        if (exp_held_out_user(tr->user[i]))
+            ho_idx[n_ho++] = i;
     if (st == DV365_OK && (n_tr == 0 || n_ev == 0))
         st = dv_error(DV365_E_INVALID, "the split leaves %zu train and %zu eval examples", n_tr,
                       n_ev);
     out->n_train = n_tr;
-    out->n_eval = n_ev;
+    out->n_eval = n_ev + n_ho;
     const size_t B = s->batch, T = tr->T;
     const uint64_t steps_per_epoch = (n_tr + B - 1) / B, steps = s->epochs * steps_per_epoch;
     char label[96];
@@ -631,7 +639,8 @@ dv365_status exp_run_arm(const exp_world *w, const exp_settings *s, const exp_ar
         }
         /* overall, in file order */
         dv365_trainer_eval_reset(a.t);
-        if ((st = arm_eval(&a, ev, ev_idx, n_ev, s, arm)) == DV365_OK)
+        if ((st = arm_eval(&a, tr, ho_idx, n_ho, s, arm)) == DV365_OK &&
+            (st = arm_eval(&a, ev, ev_idx, n_ev, s, arm)) == DV365_OK)
             st = arm_metrics(&a, T, out->metric, out->auc);
     }
     /* day by day from eval_from */

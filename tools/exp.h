@@ -116,8 +116,9 @@ typedef struct exp_settings {
     int progress;
     int per_day; /* also evaluate each eval day alone (exp_result.day_metric) */
     int held_out; /* 0: train on every user's train examples, evaluate on eval.dve;
-                     1: train on the users exp_held_out_user() keeps, evaluate on the
-                     eval examples of the held-out quarter (never seen downstream) */
+                     1: train on the users exp_held_out_user() keeps, evaluate on every
+                     example (train.dve and eval.dve) of the held-out quarter, which
+                     downstream training never sees */
 } exp_settings;
 
 /* NE (binary) or MSE (regression) and AUC per task, overall and per eval
