@@ -23,18 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "reference"))
+from slicing import derived, mix64, rule_masks  # noqa: E402
+
 torch.set_num_threads(1)
-
-
-def mix64(x):
-    """SplitMix64 finalizer on a uint64 array (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return x
 
 
 def load_user(path, n):
@@ -53,15 +46,6 @@ def load_user(path, n):
     return u
 
 
-def in_range(v, r):
-    m = torch.ones_like(v, dtype=torch.bool)
-    if r[0] is not None:
-        m &= v >= r[0]
-    if r[1] is not None:
-        m &= v < r[1]
-    return m
-
-
 def pool_user(spec, tables, u):
     """X [N, D] and per-slice counts, as dv365_pool_forward computes them."""
     cutoff, gamma = spec["cutoff"], spec["gamma"]
@@ -70,40 +54,13 @@ def pool_user(spec, tables, u):
     mt, surf = u["media_type"].long(), u["surface"].long()
     dur, dwell = u["duration"].double(), u["dwell"].double()
 
-    # derived per-event values
+    # derived per-event values, one mask per definition, one per window
     is_expl = explicit[action]
-    dwell_s = dwell / 1000.0
-    has_dur = dur > 0
-    log_dwell = torch.log1p(dwell_s)
-    ratio = torch.where(has_dur, dwell / torch.where(has_dur, dur, torch.ones_like(dur)),
-                        torch.zeros_like(dur))
-    den = torch.log1p(gamma * dur / 1000.0)
-    score = torch.where(den > 0, log_dwell / torch.where(den > 0, den, torch.ones_like(den)),
-                        torch.zeros_like(den))
+    dwell_s, log_dwell, ratio, score = derived(gamma, dur, dwell)
     weights = [None, score, ratio, dwell_s, log_dwell]
-
-    # one mask per definition, one per window
-    def_masks = []
-    for d in spec["defs"]:
-        m = t < cutoff
-        if d["kind"] == 1:
-            m = m & is_expl
-        elif d["kind"] == 2:
-            m = m & ~is_expl
-        for key, col in [("actions", action), ("media_types", mt), ("surfaces", surf)]:
-            if d[key] is not None:
-                lut = torch.zeros(spec["vocab"][key], dtype=torch.bool)
-                lut[d[key]] = True
-                m = m & lut[col]
-        m = m & in_range(dwell, d["dwell_ms"]) & in_range(ratio, d["watch_ratio"]) \
-              & in_range(score, d["watch_score"])
-        def_masks.append(m)
-    win_masks = []
-    for frm, to in spec["windows"]:
-        m = t < cutoff - to
-        if frm >= 0:
-            m = m & (t >= cutoff - frm)
-        win_masks.append(m)
+    def_masks, win_masks = rule_masks(spec, cutoff, t, is_expl,
+                                      {"actions": action, "media_types": mt, "surfaces": surf},
+                                      dwell, ratio, score)
 
     # hashed rows per (field, table size)
     rows_cache = {}

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "world.h"
 
+#include "internal.h" /* dv_rng, dv_mix64: the library's generator */
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -72,52 +74,20 @@ static const char *const TASK_NAMES[] = {"like",     "comment",   "share",      
 static const char *const DEFAULT_TASKS[] = {"like",     "comment", "share",
                                             "complete", "skip",    "watch_time"};
 
-/* --- random numbers: xoshiro256** seeded by SplitMix64 ------------------- */
+/* --- random numbers: the library's xoshiro256** (seeded by SplitMix64) --- */
 
-typedef struct wrng {
-    uint64_t s[4];
-} wrng;
+typedef dv_rng wrng;
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= UINT64_C(0xbf58476d1ce4e5b9);
-    x ^= x >> 27;
-    x *= UINT64_C(0x94d049bb133111eb);
-    return x ^ (x >> 31);
-}
-
-static void rng_seed(wrng *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++) {
-        seed += UINT64_C(0x9e3779b97f4a7c15);
-        r->s[i] = mix64(seed);
-    }
-}
-
-/* Independent stream k of user u (0 = profile, 1 = events, 2 = examples). */
+/* Independent stream k of user u (0 = profile, 1 = events, 2 = train and eval
+ * examples, 3 = pretrain examples). */
 static void rng_user(wrng *r, uint64_t seed, size_t u, unsigned k)
 {
-    rng_seed(r, mix64(seed ^ UINT64_C(0x5eed5eed)) ^ mix64((uint64_t)u * 4 + k + 1));
+    dv_rng_seed(r, dv_mix64(seed ^ UINT64_C(0x5eed5eed)) ^ dv_mix64((uint64_t)u * 4 + k + 1));
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(wrng *r)
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static double unif(wrng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+static double unif(wrng *r) { return dv_rng_uniform(r); }
 /* Uniform in [0, n) without modulo bias worth caring about (n < 2^32 here). */
-static size_t below(wrng *r, size_t n) { return (size_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32); }
+static size_t below(wrng *r, size_t n) { return (size_t)(((dv_rng_next(r) >> 32) * (uint64_t)n) >> 32); }
 static double normal(wrng *r)
 {
     double u1 = 1.0 - unif(r), u2 = unif(r);
@@ -577,7 +547,7 @@ static dv365_status build_catalog(world *w)
     w->n_real_rows = R;
     size_t M = w->p.n_items;
     wrng r;
-    rng_seed(&r, mix64(w->p.seed ^ UINT64_C(0xca7a1096)));
+    dv_rng_seed(&r, dv_mix64(w->p.seed ^ UINT64_C(0xca7a1096)));
 
     w->item = calloc(M, sizeof *w->item);
     uint32_t *perm = malloc((R > M ? R : M) * sizeof *perm);
@@ -633,7 +603,7 @@ static dv365_status build_catalog(world *w)
     for (size_t j = 0; j < M; j++) {
         const real_row *rr = &rows[w->item[j].template_row];
         w->item[j].author = find_u64(w->author_id, A, rr->author_id);
-        ids[j] = (uint64_t)rr->tag * w->p.niches + mix64(rr->author_id) % w->p.niches;
+        ids[j] = (uint64_t)rr->tag * w->p.niches + dv_mix64(rr->author_id) % w->p.niches;
     }
     uint64_t *tid = malloc(M * sizeof *tid);
     if (!tid) {

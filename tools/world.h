@@ -2,8 +2,9 @@
  * KuaiRand-Pure videos, users with known long-term interests and drifting
  * short-term interests, a year of events, and labelled impressions.
  *
- * Tool-side code (not part of libdv365's API): it uses only the public
- * library (timeline and example writers) and is linked into the dv365 tool
+ * Tool-side code (not part of libdv365's API): it uses the public
+ * library (timeline and example writers) and the library's internal random
+ * generator (dv_rng), and is linked into the dv365 tool
  * and into tests/test_world.  The model, its equations, the presets and the
  * files are documented in docs/world.md.
  *

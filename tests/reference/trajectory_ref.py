@@ -57,6 +57,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import refcheck  # noqa: E402
 import st  # noqa: E402
+from slicing import derived, mix64, rule_masks  # noqa: E402
 from backbone_ref import Backbone, task_losses  # noqa: E402
 from encoder_ref import Encoder  # noqa: E402
 
@@ -65,32 +66,11 @@ COLUMNS = ["time", "media", "author", "topic", "action", "media_type", "surface"
            "duration_ms", "dwell_ms"]
 
 
-def mix64(x):
-    """SplitMix64 finalizer on a uint64 numpy array (docs/hash.md)."""
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return x
-
-
 def hash_rows(ids, rows):
     return torch.from_numpy((mix64(ids) % np.uint64(rows)).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- slicing
-
-
-def _in_range(v, r):
-    m = torch.ones_like(v, dtype=torch.bool)
-    if r[0] is not None:
-        m &= v >= r[0]
-    if r[1] is not None:
-        m &= v < r[1]
-    return m
 
 
 def slice_user(spec, ev, cutoff):
@@ -109,37 +89,11 @@ def slice_user(spec, ev, cutoff):
     dwell = torch.from_numpy(ev["dwell_ms"].astype(np.float64))
     # derived per-event values (docs/timeline.md), weights capped at 1e30
     is_expl = explicit[action]
-    dwell_s = dwell / 1000.0
-    log_dwell = torch.log1p(dwell_s)
-    has_dur = dur > 0
-    ratio = torch.where(has_dur, dwell / torch.where(has_dur, dur, torch.ones_like(dur)),
-                        torch.zeros_like(dur))
-    den = torch.log1p(gamma * dur / 1000.0)
-    score = torch.where(den > 0, log_dwell / torch.where(den > 0, den, torch.ones_like(den)),
-                        torch.zeros_like(den))
+    dwell_s, log_dwell, ratio, score = derived(gamma, dur, dwell)
     weights = [None] + [w.clamp(max=1e30) for w in (score, ratio, dwell_s, log_dwell)]
-
-    def_masks = []
-    for d in spec["defs"]:
-        m = t < cutoff
-        if d["kind"] == 1:
-            m = m & is_expl
-        elif d["kind"] == 2:
-            m = m & ~is_expl
-        for key, col in [("actions", action), ("media_types", mt), ("surfaces", surf)]:
-            if d[key] is not None:
-                lut = torch.zeros(spec["vocab"][key], dtype=torch.bool)
-                lut[d[key]] = True
-                m = m & lut[col]
-        m = m & _in_range(dwell, d["dwell_ms"]) & _in_range(ratio, d["watch_ratio"]) \
-            & _in_range(score, d["watch_score"])
-        def_masks.append(m)
-    win_masks = []
-    for frm, to in spec["windows"]:
-        m = t < cutoff - to
-        if frm >= 0:
-            m = m & (t >= cutoff - frm)
-        win_masks.append(m)
+    def_masks, win_masks = rule_masks(spec, cutoff, t, is_expl,
+                                      {"actions": action, "media_types": mt, "surfaces": surf},
+                                      dwell, ratio, score)
 
     rows_cache = {}
     out = []
