@@ -120,7 +120,7 @@ done
 contains "^| FSA (base) | 16 | $num | $num | +0.00 |" "the base is the reference"
 expect 1 "ablations of a missing config" -- "$dv365" experiment ablations --data "$work/world" \
     --base "$work/none.yaml"
-contains "cannot read" "ablations of a missing config"
+contains "cannot open '$work/none.yaml'" "ablations of a missing config"
 
 echo "$pass checks passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -7,6 +7,7 @@
 
 #include "exp.h"
 #include "world.h"
+#include "internal.h" /* dv_free: exp_read_text's buffer */
 
 #include <math.h>
 #include <stdio.h>
@@ -170,7 +171,7 @@ static int teardown(void **state)
         return 0;
     exp_bank_free(&f->bank);
     exp_world_free(&f->w);
-    free(f->config_text);
+    dv_free(f->config_text);
     int rc = test_remove_tmpdir(f->dir);
     free(f);
     return rc;

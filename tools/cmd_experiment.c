@@ -530,7 +530,7 @@ static int ablations(const exp_opts *x, const exp_world *w, const exp_settings *
     if (access(dv_examples, R_OK) != 0)
         snprintf(dv_examples, sizeof dv_examples, "%s", w->train_path);
     if (!base) {
-        fprintf(stderr, "dv365: experiment: cannot read %s\n", x->base);
+        fprintf(stderr, "dv365: experiment: %s\n", dv365_last_error());
         return 1;
     }
     /* K of the base, to keep it in the encoder variants */
@@ -618,7 +618,7 @@ done:
         free(text[v]);
     }
     free(tmp);
-    free(base);
+    dv_free(base);
     return rc;
 }
 
@@ -647,7 +647,7 @@ int cmd_experiment(int argc, char **argv)
     exp_world w;
     char *text = exp_read_text(x.config);
     if (!text) {
-        fprintf(stderr, "dv365: experiment: cannot read %s\n", x.config);
+        fprintf(stderr, "dv365: experiment: %s\n", dv365_last_error());
         return 1;
     }
     exp_settings s = settings_of(&x, text);
@@ -661,6 +661,6 @@ int cmd_experiment(int argc, char **argv)
     }
 done:
     exp_world_free(&w);
-    free(text);
+    dv_free(text);
     return rc;
 }

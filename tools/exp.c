@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fileio.h"   /* dv_file_read_all */
 #include "internal.h" /* dv_rng, dv_error */
 #include "optim.h"    /* dv_adam for the adapter */
 
@@ -149,32 +150,9 @@ dv365_status exp_world_load(const char *dir, exp_world *w)
 
 char *exp_read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0, got;
-    char chunk[4096];
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (n + got + 1 > cap) {
-            cap = 2 * (n + got + 1);
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        memcpy(buf + n, chunk, got);
-        n += got;
-    }
-    fclose(f);
-    if (!buf)
-        buf = calloc(1, 1);
-    else
-        buf[n] = '\0';
-    return buf;
+    void *data;
+    size_t len;
+    return dv_file_read_all(path, &data, &len) == DV365_OK ? data : NULL;
 }
 
 char *exp_config_with_extra(const char *text, size_t E)

@@ -142,7 +142,8 @@ dv365_status exp_run_arm(const exp_world *w, const exp_settings *s, const exp_ar
 /* The downstream config with E extra tokens (malloc'd), or NULL with a
  * message if text lacks "extra_tokens: 0". */
 char *exp_config_with_extra(const char *text, size_t E);
-/* The whole file as a NUL-terminated string (malloc'd), or NULL. */
+/* The whole file as a NUL-terminated string (free with dv_free), or NULL with
+ * dv365_last_error() saying why. */
 char *exp_read_text(const char *path);
 /* A model of config text (via a temporary file), initialized from seed. */
 dv365_status exp_model_from_text(const char *text, uint64_t seed, dv365_model **out);
